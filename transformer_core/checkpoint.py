@@ -1,0 +1,83 @@
+"""Saving a model and its config in one file, and loading it back safely.
+
+The file is a plain dict of strings, numbers and tensors, so it loads with
+``torch.load(..., weights_only=True)``: opening a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = ["save_model", "load_model", "FORMAT"]
+
+FORMAT = "transformer_core.model/1"
+
+
+def _model_classes() -> dict[str, tuple[type, type]]:
+    from .gpt import GPT, GPTConfig
+    from .transformer import Transformer, TransformerConfig
+
+    return {"GPT": (GPT, GPTConfig), "Transformer": (Transformer, TransformerConfig)}
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
+    """Write ``model``'s class, config and weights to ``path``.
+
+    The file is written next to its destination and then renamed over it, so an interrupted save
+    never leaves a half-written file in place of a good one. ``extra`` holds plain values of your own
+    (a step count, a tokenizer's vocabulary as a list of strings, ...).
+    """
+    name = type(model).__name__
+    if name not in _model_classes():
+        raise TypeError(f"save_model saves GPT or Transformer models, got {name}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "class": name,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "extra": dict(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", return_extra: bool = False):
+    """Rebuild the model saved by :func:`save_model`; with ``return_extra`` also return its ``extra``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ValueError(
+            f"{path} is not a readable model file (damaged, truncated, or not saved by save_model): {err}"
+        ) from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} was not written by transformer_core.save_model (format {FORMAT!r} expected)")
+    classes = _model_classes()
+    if payload.get("class") not in classes:
+        raise ValueError(f"{path} holds an unknown model class {payload.get('class')!r}")
+    model_cls, config_cls = classes[payload["class"]]
+    config = config_cls.from_dict(payload["config"])
+    model = model_cls(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise ValueError(f"the weights in {path} do not match its config: {err}") from err
+    model.to(map_location)
+    return (model, payload.get("extra", {})) if return_extra else model

@@ -1,0 +1,338 @@
+"""The GPT model: token + position embeddings, a stack of causal pre-norm blocks, a tied output head."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from .attention import KVCache
+from .blocks import TransformerBlock
+from .layers import ACTIVATIONS, make_norm
+from .positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
+from .sampling import check_sampling_args, sample_next_token
+from .validation import check_token_ids
+
+__all__ = ["GPTConfig", "GPT"]
+
+POSITIONALS = ("learned", "sinusoidal", "rotary")
+NORMS = ("layernorm", "rmsnorm")
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT. ``d_ff`` defaults to ``4 * d_model``.
+
+    Presets: :meth:`tiny` (trains in seconds on a laptop CPU) and :meth:`gpt2_small` (124M, GPT-2).
+    """
+
+    vocab_size: int
+    context_length: int
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 256
+    d_ff: int | None = None
+    dropout: float = 0.0
+    activation: str = "gelu"
+    norm: str = "layernorm"
+    norm_first: bool = True
+    positional: str = "learned"
+    bias: bool = True
+    tie_weights: bool = True
+    layer_norm_eps: float = 1e-5
+    n_kv_head: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
+            _positive_int(name, getattr(self, name))
+        if self.d_ff is None:
+            self.d_ff = 4 * self.d_model
+        _positive_int("d_ff", self.d_ff)
+        if self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_head={self.n_head}: each head gets "
+                f"d_model // n_head dimensions; choose n_head among the divisors of d_model"
+            )
+        if self.n_kv_head is not None:
+            _positive_int("n_kv_head", self.n_kv_head)
+            if self.n_head % self.n_kv_head:
+                raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
+        if self.positional == "rotary" and (self.d_model // self.n_head) % 2:
+            raise ValueError("rotary positions need an even head width d_model // n_head")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @classmethod
+    def tiny(cls, vocab_size: int = 96, context_length: int = 64, **overrides) -> GPTConfig:
+        """2 layers, 4 heads, width 64: about 0.1M parameters plus embeddings, trains in seconds."""
+        return cls(**{"vocab_size": vocab_size, "context_length": context_length, "n_layer": 2,
+                      "n_head": 4, "d_model": 64, **overrides})
+
+    @classmethod
+    def gpt2_small(cls, **overrides) -> GPTConfig:
+        """GPT-2 small: 12 layers, 12 heads, width 768, 124,439,808 parameters with the tied head."""
+        return cls(**{"vocab_size": 50257, "context_length": 1024, "n_layer": 12, "n_head": 12,
+                      "d_model": 768, "activation": "gelu_tanh", **overrides})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> GPTConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class GPT(nn.Module):
+    """A decoder-only Transformer language model.
+
+    ``model(idx)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``;
+    ``model(idx, return_attention=True)`` also returns the attention weights of every layer,
+    ``(n_layer, B, n_head, T, T)``, whose rows sum to 1 (future positions are exactly 0).
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
+        self.config = c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        rotary = None
+        if c.positional == "learned":
+            self.pos_emb: nn.Module | None = LearnedPositionalEmbedding(c.context_length, c.d_model)
+        elif c.positional == "sinusoidal":
+            self.pos_emb = SinusoidalPositionalEncoding(c.d_model, c.context_length)
+        else:
+            self.pos_emb = None
+            rotary = RotaryEmbedding(c.head_dim, c.context_length)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                c.d_model, c.n_head, c.d_ff, c.dropout, c.activation, c.norm, c.norm_first,
+                c.bias, c.layer_norm_eps, c.n_kv_head, rotary,
+            )
+            for _ in range(c.n_layer)
+        )
+        # pre-norm stacks need a final norm: the residual stream itself was never normalised
+        self.ln_f = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias) if c.norm_first else nn.Identity()
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.reset_parameters()
+        if c.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight  # one matrix reads tokens in and writes them out
+
+    def reset_parameters(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02), and residual projections scaled by 1/√(2·n_layer).
+
+        (PyTorch's default N(0, 1) embedding, tied to the head, gives huge initial logits, and on a
+        CPU the denormal floats that follow slow training down several times.)
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
+            nn.init.normal_(block.mlp.fc2.weight, std=residual_std)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Count each parameter once (the tied head shares the embedding's matrix)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.tok_emb.weight.numel()
+            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
+                n -= self.pos_emb.weight.numel()
+        return n
+
+    def _run(
+        self, idx: Tensor, caches: list[KVCache] | None = None, need_weights: bool = False
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        offset = 0 if caches is None else caches[0].length
+        x = self.tok_emb(idx)  # (B, T, D)
+        if self.pos_emb is not None:
+            x = self.pos_emb(x, offset=offset)
+        x = self.drop(x)
+        weights = []
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, cache=None if caches is None else caches[i], need_weights=need_weights)
+            weights.append(w)
+        return self.lm_head(self.ln_f(x)), weights  # (B, T, vocab_size)
+
+    def forward(self, idx: Tensor, return_attention: bool = False):
+        """``idx`` ``(B, T)`` int64 -> logits ``(B, T, vocab_size)`` [, attention ``(L, B, H, T, T)``]."""
+        check_token_ids(idx, self.config.vocab_size, self.config.context_length)
+        logits, weights = self._run(idx, need_weights=return_attention)
+        if return_attention:
+            return logits, torch.stack(weights)
+        return logits
+
+    def loss(self, idx: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy of predicting ``targets`` ``(B, T)`` (usually ``idx`` shifted by one)."""
+        check_token_ids(targets, self.config.vocab_size, name="targets")
+        if targets.shape != idx.shape:
+            raise ValueError(f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+        logits = self(idx)
+        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        greedy: bool = False,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens; returns ``(B, T + max_new_tokens)``.
+
+        With ``use_cache`` the keys and values of earlier positions are kept (a KV cache), so each step
+        runs the model on one new token; the tokens are the same as without the cache. Once the text
+        outgrows ``context_length``, the model sees only the last ``context_length`` tokens (positions
+        are then recomputed, so the cache is rebuilt each step). Pass a seeded ``torch.Generator`` for
+        reproducible sampling. The model runs in eval mode (no dropout) and is restored afterwards.
+        """
+        ctx = self.config.context_length
+        check_token_ids(idx, self.config.vocab_size)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if not greedy:
+            check_sampling_args(temperature, top_k, top_p, self.config.vocab_size)
+        was_training = self.training
+        self.eval()
+        try:
+            out, caches = idx, None
+            for _ in range(max_new_tokens):
+                if use_cache and out.shape[1] <= ctx:
+                    if caches is None:  # prefill: run the whole prompt once, filling the caches
+                        caches = [KVCache() for _ in self.blocks]
+                        logits, _ = self._run(out, caches)
+                    else:  # one new token, attending to everything cached
+                        logits, _ = self._run(out[:, -1:], caches)
+                else:
+                    caches = None
+                    logits, _ = self._run(out[:, -ctx:])
+                nxt = sample_next_token(logits[:, -1], temperature, top_k, top_p, greedy, generator)
+                out = torch.cat([out, nxt], dim=1)
+            return out
+        finally:
+            self.train(was_training)
+
+    # ------------------------------------------------------------------ GPT-2 weights
+    @classmethod
+    def from_hf_gpt2(cls, model_or_state_dict, n_head: int | None = None) -> GPT:
+        """Build a GPT with the weights of a Hugging Face ``GPT2LMHeadModel`` (or its state dict).
+
+        From a model the config is read off ``model.config``. A bare state dict does not say how many
+        heads it has: give ``n_head``, or it is taken from GPT-2's published sizes
+        (768 -> 12, 1024 -> 16, 1280 -> 20, 1600 -> 25). Nothing is downloaded here; to load the real
+        weights, a reader with internet passes ``GPT2LMHeadModel.from_pretrained("gpt2")``.
+        """
+        hf_config = getattr(model_or_state_dict, "config", None)
+        if hf_config is not None:
+            sd = model_or_state_dict.state_dict()
+            act = getattr(hf_config, "activation_function", "gelu_new")
+            activations = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
+            if act not in activations:
+                raise ValueError(f"unsupported GPT-2 activation_function {act!r}")
+            if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False):
+                raise ValueError("scale_attn_by_inverse_layer_idx=True is not supported")
+            n_head = hf_config.n_head
+            eps = hf_config.layer_norm_epsilon
+            activation = activations[act]
+        elif isinstance(model_or_state_dict, Mapping):
+            sd, eps, activation = model_or_state_dict, 1e-5, "gelu_tanh"
+        else:
+            raise TypeError(
+                f"from_hf_gpt2 takes a GPT2LMHeadModel or its state_dict, got {type(model_or_state_dict).__name__}"
+            )
+        sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
+        for key in ("wte.weight", "wpe.weight", "ln_f.weight"):
+            if key not in sd:
+                raise ValueError(f"not a GPT-2 state dict: key 'transformer.{key}' is missing")
+        vocab_size, d_model = sd["wte.weight"].shape
+        n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h."))
+        if n_head is None:
+            n_head = {768: 12, 1024: 16, 1280: 20, 1600: 25}.get(d_model)
+            if n_head is None:
+                raise ValueError(f"cannot infer n_head for width {d_model}; pass n_head=...")
+        cfg = GPTConfig(
+            vocab_size=vocab_size, context_length=sd["wpe.weight"].shape[0], n_layer=n_layer,
+            n_head=n_head, d_model=d_model, d_ff=sd["h.0.mlp.c_fc.weight"].shape[1],
+            activation=activation, layer_norm_eps=eps,
+        )
+        head = sd.get("lm_head.weight")
+        if head is not None and not torch.equal(head, sd["wte.weight"]):
+            raise ValueError("lm_head.weight differs from wte.weight: this GPT ties them, as GPT-2 does")
+        model = cls(cfg)
+        model.load_state_dict(_convert_gpt2_state_dict(sd, n_layer, model.tok_emb.weight.dtype))
+        return model
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path) -> None:
+        """Write the config and weights to one file (see :func:`transformer_core.checkpoint.save_model`)."""
+        from .checkpoint import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> GPT:
+        from .checkpoint import load_model
+
+        model = load_model(path, map_location=map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+
+def _convert_gpt2_state_dict(sd: Mapping[str, Tensor], n_layer: int, dtype: torch.dtype) -> dict[str, Tensor]:
+    """Rename GPT-2's keys to ours. GPT-2's ``Conv1D`` stores weights as (in, out): transpose them."""
+    out = {
+        "tok_emb.weight": sd["wte.weight"],
+        "lm_head.weight": sd["wte.weight"],
+        "pos_emb.weight": sd["wpe.weight"],
+        "ln_f.weight": sd["ln_f.weight"],
+        "ln_f.bias": sd["ln_f.bias"],
+    }
+    for i in range(n_layer):
+        h, b = f"h.{i}.", f"blocks.{i}."
+        w_q, w_k, w_v = sd[h + "attn.c_attn.weight"].t().chunk(3, dim=0)  # each (D, D)
+        b_q, b_k, b_v = sd[h + "attn.c_attn.bias"].chunk(3)
+        out.update({
+            b + "ln_1.weight": sd[h + "ln_1.weight"], b + "ln_1.bias": sd[h + "ln_1.bias"],
+            b + "ln_2.weight": sd[h + "ln_2.weight"], b + "ln_2.bias": sd[h + "ln_2.bias"],
+            b + "attn.q_proj.weight": w_q, b + "attn.q_proj.bias": b_q,
+            b + "attn.k_proj.weight": w_k, b + "attn.k_proj.bias": b_k,
+            b + "attn.v_proj.weight": w_v, b + "attn.v_proj.bias": b_v,
+            b + "attn.out_proj.weight": sd[h + "attn.c_proj.weight"].t(),
+            b + "attn.out_proj.bias": sd[h + "attn.c_proj.bias"],
+            b + "mlp.fc1.weight": sd[h + "mlp.c_fc.weight"].t(), b + "mlp.fc1.bias": sd[h + "mlp.c_fc.bias"],
+            b + "mlp.fc2.weight": sd[h + "mlp.c_proj.weight"].t(), b + "mlp.fc2.bias": sd[h + "mlp.c_proj.bias"],
+        })
+    return {k: v.detach().to(dtype).contiguous() for k, v in out.items()}
