@@ -1,0 +1,31 @@
+"""The small machinery behind every exercise check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class Feedback(Exception):
+    """Raised inside a check with a message for the reader: what is wrong and what to look at."""
+
+
+def run_check(name: str, body: Callable[[], None]) -> bool:
+    """Run one check and print its verdict; return True when the reader's answer passed.
+
+    ``body`` raises :class:`Feedback` with a hint when the answer is wrong. A ``NotImplementedError``
+    from the reader's stub means "not attempted yet"; any other exception is reported with its
+    message, since a crash in the reader's code is feedback too.
+    """
+    try:
+        body()
+    except Feedback as fb:
+        print(f"✗ {name}: {fb}")
+        return False
+    except NotImplementedError:
+        print(f"… {name}: not attempted yet. Replace the `raise NotImplementedError` with your code.")
+        return False
+    except Exception as err:  # the reader's code crashed: show why, briefly
+        print(f"✗ {name}: your code raised {type(err).__name__}: {err}")
+        return False
+    print(f"✓ {name}: correct. Well done!")
+    return True
