@@ -1,0 +1,467 @@
+"""Tokenizers: text <-> lists of integer ids, the only thing a Transformer can read.
+
+Two tokenizers, from simplest to the one GPT-2 uses:
+
+* :class:`CharTokenizer` -- one id per character. The vocabulary is the set of characters of a
+  training text: about 30 ids for the book's corpus. Nothing to learn, long sequences.
+* :class:`ByteBPETokenizer` -- byte-level byte-pair encoding, trained from scratch. It starts from
+  the 256 byte values (so *any* string can be encoded, with no "unknown" token) and repeatedly
+  merges the most frequent adjacent pair into a new token. Frequent words become one token, so
+  sequences get shorter: compare :meth:`CharTokenizer.compression_ratio` with
+  :meth:`ByteBPETokenizer.compression_ratio` on the same text.
+
+Both share one small interface (:class:`Tokenizer`): ``encode``, ``decode``, ``vocab_size``,
+``tokens`` (each token shown as a string), ``compression_ratio``, ``save`` and ``load``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = [
+    "GPT2_SPLIT_PATTERN",
+    "ByteBPETokenizer",
+    "CharTokenizer",
+    "Tokenizer",
+    "load_tokenizer",
+]
+
+_FORMAT_VERSION = 1
+
+# GPT-2 cuts text into "words" before BPE so that merges never cross a word boundary ("dog." and
+# "dog!" share the token " dog"). GPT-2's pattern uses \p{L} and \p{N} from the third-party `regex`
+# package; this is the same pattern in the standard library's `re`: [^\W\d_] is "a letter", \d "a
+# digit", and (?:[^\s\w]|_) "anything else that is not whitespace". Every character falls in one
+# class, so the pieces always join back to the input text.
+GPT2_SPLIT_PATTERN = r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+|[\s\S]"
+
+IdSequence = Sequence[int] | torch.Tensor
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What the rest of the book needs from a tokenizer."""
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: IdSequence) -> str: ...
+
+
+def _as_id_list(ids: Any, vocab_size: int) -> list[int]:
+    """Turn a list / 1-D tensor / array of ids into a list of Python ints, checking the range."""
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(
+                f"decode takes one sequence of ids (a 1-D tensor), got shape {tuple(ids.shape)}; "
+                "for a batch use [tokenizer.decode(row) for row in ids]"
+            )
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"token ids must be integers, got a tensor of {ids.dtype}")
+        ids = ids.tolist()
+    elif hasattr(ids, "tolist"):  # numpy arrays
+        ids = ids.tolist()
+    if isinstance(ids, (str, bytes)):
+        raise TypeError("decode takes a sequence of token ids, not text; call encode(text) first")
+    out = list(ids)
+    for i in out:
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
+        if not 0 <= i < vocab_size:
+            raise ValueError(
+                f"token id {i} is outside this tokenizer's vocabulary [0, {vocab_size - 1}]; "
+                "were these ids made by a different tokenizer?"
+            )
+    return out
+
+
+def _read_json(path: str | Path, expected_type: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer file at {path}")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or "type" not in data:
+        raise ValueError(f"{path} is not a tokenizer file (no 'type' field)")
+    if expected_type is not None and data["type"] != expected_type:
+        raise ValueError(
+            f"{path} holds a {data['type']}, not a {expected_type}; "
+            "use transformer_core.tokenizers.load_tokenizer(path) to load any kind"
+        )
+    if data.get("version") != _FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {data.get('version')}, expected {_FORMAT_VERSION}"
+        )
+    return data
+
+
+def _write_json(path: str | Path, data: dict[str, Any]) -> None:
+    # ensure_ascii keeps the file valid UTF-8 whatever it holds (even a lone surrogate character)
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _check_text(text: object) -> str:
+    if not isinstance(text, str):
+        hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes) else ""
+        raise TypeError(f"expected text (str), got {type(text).__name__}{hint}")
+    return text
+
+
+class CharTokenizer:
+    """One token per character; the vocabulary is a fixed list of characters.
+
+    >>> tok = CharTokenizer.from_text("hello world")
+    >>> tok.vocab_size, tok.encode("hello")
+    (8, [3, 2, 4, 4, 5])
+    >>> tok.decode([3, 2, 4, 4, 5])
+    'hello'
+
+    Ids are given in sorted character order, so the same text always gives the same ids (sorting
+    also puts "\\n" and " " first, which makes printed vocabularies easy to read).
+    """
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        chars = list(chars)
+        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
+        if bad:
+            raise ValueError(f"a character vocabulary holds single characters, got {bad[:5]!r}")
+        dupes = sorted({c for c in chars if chars.count(c) > 1})
+        if dupes:
+            raise ValueError(f"characters appear twice in the vocabulary: {dupes!r}")
+        if not chars:
+            raise ValueError("the vocabulary is empty: build it from a non-empty text")
+        self._itos: list[str] = chars
+        self._stoi: dict[str, int] = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> CharTokenizer:
+        """The tokenizer whose vocabulary is every distinct character of ``text``, sorted."""
+        text = _check_text(text)
+        if not text:
+            raise ValueError("cannot build a vocabulary from empty text")
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        """How many ids there are: the size of the model's embedding table and output layer."""
+        return len(self._itos)
+
+    @property
+    def chars(self) -> tuple[str, ...]:
+        """The vocabulary: ``chars[i]`` is the character of id ``i``."""
+        return tuple(self._itos)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size}, chars={''.join(self._itos)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CharTokenizer) and self._itos == other._itos
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking object compared by value
+
+    def encode(self, text: str) -> list[int]:
+        """``text`` -> one id per character. Unknown characters raise a ValueError naming them."""
+        stoi = self._stoi
+        try:
+            return [stoi[c] for c in _check_text(text)]
+        except KeyError:
+            pass
+        unknown: dict[str, int] = {}
+        for pos, c in enumerate(text):
+            if c not in stoi and c not in unknown:
+                unknown[c] = pos
+        shown = ", ".join(f"{c!r} (first at index {p})" for c, p in list(unknown.items())[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ValueError(
+            f"cannot encode {len(unknown)} character(s) that are not in the vocabulary: {shown}{more}. "
+            "A character tokenizer only knows the characters of the text it was built from: build it "
+            "with CharTokenizer.from_text(text) on a text that includes them (or clean the input)."
+        )
+
+    def decode(self, ids: IdSequence) -> str:
+        """A list or 1-D tensor of ids -> the text."""
+        return "".join(self._itos[i] for i in _as_id_list(ids, self.vocab_size))
+
+    def tokens(self, text: str) -> list[str]:
+        """``text`` cut into its tokens, shown as strings (for a character tokenizer: its characters)."""
+        return [self._itos[i] for i in self.encode(text)]
+
+    def compression_ratio(self, text: str) -> float:
+        """UTF-8 bytes per token on ``text``: 1.0 for ASCII text, since every character is a token."""
+        n_tokens = len(self.encode(text))
+        if n_tokens == 0:
+            raise ValueError("compression_ratio needs a non-empty text")
+        return len(text.encode("utf-8", "surrogatepass")) / n_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "CharTokenizer", "version": _FORMAT_VERSION, "chars": self._itos}
+
+    def save(self, path: str | Path) -> None:
+        """Write the vocabulary as JSON, so a trained model can be used with the same ids later."""
+        _write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CharTokenizer:
+        """Read a tokenizer written by :meth:`save`."""
+        return cls(_read_json(path, "CharTokenizer")["chars"])
+
+
+def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of ``pair`` in ``ids`` (left to right) by ``new_id``."""
+    a, b = pair
+    out: list[int] = []
+    i, n = 0, len(ids)
+    while i < n:
+        if i + 1 < n and ids[i] == a and ids[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class ByteBPETokenizer:
+    """Byte-level byte-pair encoding (BPE), trained from scratch: the GPT-2 tokenizer's recipe.
+
+    * ids 0-255 are the raw bytes of the UTF-8 encoding, so every string can be encoded;
+    * id ``256 + k`` is the k-th merge: ``merges[k] = (a, b)`` means "the token for a's bytes
+      followed by b's bytes";
+    * before merging, text is cut into pieces by :data:`GPT2_SPLIT_PATTERN` (words with their
+      leading space, numbers, punctuation, whitespace): no token spans two words.
+
+    Train with :meth:`train`; rebuild from saved merges with the constructor or :meth:`load`.
+
+    >>> tok = ByteBPETokenizer.train("the cat sat on the mat. the cat ate.", vocab_size=262)
+    >>> [tok.token_str(i) for i in range(256, 262)]  # the merges, in the order they were learned
+    ['at', 'he', 'the', ' c', ' the', ' cat']
+    >>> tok.tokens("the cat sat")
+    ['the', ' cat', ' ', 's', 'at']
+    """
+
+    def __init__(
+        self, merges: Iterable[tuple[int, int]] = (), pattern: str = GPT2_SPLIT_PATTERN
+    ) -> None:
+        self._merges: list[tuple[int, int]] = []
+        self._vocab: list[bytes] = [bytes([i]) for i in range(256)]
+        for k, pair in enumerate(merges):
+            a, b = (int(x) for x in pair)
+            if not (0 <= a < 256 + k and 0 <= b < 256 + k):
+                raise ValueError(
+                    f"merge {k} = {pair} uses an id that does not exist yet (ids so far: 0-{255 + k})"
+                )
+            self._merges.append((a, b))
+            self._vocab.append(self._vocab[a] + self._vocab[b])
+        # rank of a pair = when it was merged; encoding always applies the earliest merge first
+        self._ranks: dict[tuple[int, int], int] = {p: k for k, p in enumerate(self._merges)}
+        self.pattern = pattern
+        self._split = re.compile(pattern)
+        self._cache: dict[str, tuple[int, ...]] = {}
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls, text: str, vocab_size: int, pattern: str = GPT2_SPLIT_PATTERN
+    ) -> ByteBPETokenizer:
+        """Learn ``vocab_size - 256`` merges from ``text``.
+
+        Each step merges the adjacent pair of tokens that occurs most often (counted over the text,
+        inside pieces only). Ties go to the pair with the smallest ids (compare ``a``, then ``b``),
+        so training is deterministic. If the text runs out of pairs first (every piece is already a
+        single token), training stops early with a warning and ``vocab_size`` is smaller.
+
+        Why it is fast: text repeats its words, so the pair counts are kept per *distinct* piece,
+        weighted by how often the piece occurs, and after each merge only the pieces that contained
+        the merged pair are recounted. A heap finds the most frequent pair without a full scan.
+        """
+        text = _check_text(text)
+        if not isinstance(vocab_size, int) or vocab_size < 256:
+            raise ValueError(
+                f"vocab_size must be an int >= 256 (the 256 byte tokens come first), got {vocab_size!r}"
+            )
+        split = re.compile(pattern)
+        piece_counts = Counter(split.findall(text))
+        words: list[list[int]] = [list(p.encode("utf-8", "surrogatepass")) for p in piece_counts]
+        freqs: list[int] = list(piece_counts.values())
+
+        counts: dict[tuple[int, int], int] = defaultdict(int)
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> pieces that hold it
+        for w, (word, f) in enumerate(zip(words, freqs, strict=True)):
+            for pair in pairwise(word):
+                counts[pair] += f
+                where[pair].add(w)
+        # max-heap of (count, pair) via negated counts; entries go stale when a count changes and are
+        # skipped when popped (a "lazy deletion" heap). Ties: smallest pair first, by tuple order.
+        heap = [(-c, pair) for pair, c in counts.items()]
+        heapq.heapify(heap)
+
+        merges: list[tuple[int, int]] = []
+        while 256 + len(merges) < vocab_size:
+            while heap and counts.get(heap[0][1], 0) != -heap[0][0]:
+                heapq.heappop(heap)
+            if not heap:
+                warnings.warn(
+                    f"the text ran out of pairs to merge after {len(merges)} merges: "
+                    f"vocab_size is {256 + len(merges)}, not {vocab_size}; train on more text",
+                    stacklevel=2,
+                )
+                break
+            _, best = heapq.heappop(heap)
+            new_id = 256 + len(merges)
+            merges.append(best)
+            changed: set[tuple[int, int]] = set()
+            for w in where.pop(best):
+                old = words[w]
+                new = _merge(old, best, new_id)
+                if len(new) == len(old):
+                    continue
+                f = freqs[w]
+                for pair in pairwise(old):
+                    counts[pair] -= f
+                    changed.add(pair)
+                for pair in pairwise(new):
+                    counts[pair] += f
+                    where[pair].add(w)
+                    changed.add(pair)
+                words[w] = new
+            for pair in changed:
+                c = counts[pair]
+                if c > 0:
+                    heapq.heappush(heap, (-c, pair))
+                else:
+                    del counts[pair]
+        return cls(merges, pattern)
+
+    # ------------------------------------------------------------------ the vocabulary
+    @property
+    def vocab_size(self) -> int:
+        """256 byte tokens + one token per merge."""
+        return len(self._vocab)
+
+    @property
+    def merges(self) -> list[tuple[int, int]]:
+        """The merges in the order they were learned: id ``256 + k`` is ``merges[k]`` glued together."""
+        return list(self._merges)
+
+    @property
+    def vocab(self) -> list[bytes]:
+        """``vocab[i]`` is the bytes of token ``i``."""
+        return list(self._vocab)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"ByteBPETokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ByteBPETokenizer)
+            and self._merges == other._merges
+            and self.pattern == other.pattern
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def token_str(self, token_id: int) -> str:
+        """Token ``token_id`` as readable text. A token that holds only part of a multi-byte
+        character shows its bytes escaped, e.g. ``'\\xc3'`` -- a reminder that BPE works on bytes."""
+        (i,) = _as_id_list([token_id], self.vocab_size)
+        return self._vocab[i].decode("utf-8", "backslashreplace")
+
+    # ------------------------------------------------------------------ encode / decode
+    def _encode_piece(self, piece: str) -> tuple[int, ...]:
+        cached = self._cache.get(piece)
+        if cached is not None:
+            return cached
+        ids = list(piece.encode("utf-8", "surrogatepass"))
+        ranks = self._ranks
+        while len(ids) >= 2:
+            # apply the earliest-learned merge available; this reproduces the training order
+            pair = min(pairwise(ids), key=lambda p: ranks.get(p, 1 << 62))
+            rank = ranks.get(pair)
+            if rank is None:
+                break
+            ids = _merge(ids, pair, 256 + rank)
+        result = tuple(ids)
+        if len(self._cache) >= 1 << 16:  # words repeat, so a cache pays; cap it for huge texts
+            self._cache.clear()
+        self._cache[piece] = result
+        return result
+
+    def encode(self, text: str) -> list[int]:
+        """``text`` -> token ids. Works for any string: nothing is ever unknown at the byte level."""
+        out: list[int] = []
+        for piece in self._split.findall(_check_text(text)):
+            out.extend(self._encode_piece(piece))
+        return out
+
+    def decode(self, ids: IdSequence, errors: str = "replace") -> str:
+        """Token ids -> text. ``decode(encode(s)) == s`` for every string ``s``.
+
+        Ids that a model samples need not form valid UTF-8 (a token may end in the middle of a
+        character): such bytes become "\\ufffd" with ``errors="replace"`` (the default); pass
+        ``errors="strict"`` to get an exception instead.
+        """
+        data = b"".join(self._vocab[i] for i in _as_id_list(ids, self.vocab_size))
+        try:
+            # "surrogatepass" so even a lone surrogate, which encode let through, comes back
+            return data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return data.decode("utf-8", errors)
+
+    def tokens(self, text: str) -> list[str]:
+        """``text`` cut into its tokens, each shown as a string (see :meth:`token_str`)."""
+        return [self.token_str(i) for i in self.encode(text)]
+
+    def compression_ratio(self, text: str) -> float:
+        """UTF-8 bytes per token on ``text``: how many bytes one token carries on average.
+
+        1.0 means no compression (raw bytes); the higher, the shorter the sequences a model sees.
+        """
+        n_tokens = len(self.encode(text))
+        if n_tokens == 0:
+            raise ValueError("compression_ratio needs a non-empty text")
+        return len(text.encode("utf-8", "surrogatepass")) / n_tokens
+
+    # ------------------------------------------------------------------ saving
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "ByteBPETokenizer",
+            "version": _FORMAT_VERSION,
+            "pattern": self.pattern,
+            "merges": [list(p) for p in self._merges],
+        }
+
+    def save(self, path: str | Path) -> None:
+        """Write the pattern and the merges as JSON (the vocabulary follows from the merges)."""
+        _write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ByteBPETokenizer:
+        """Read a tokenizer written by :meth:`save`."""
+        data = _read_json(path, "ByteBPETokenizer")
+        return cls([tuple(p) for p in data["merges"]], data["pattern"])
+
+
+def load_tokenizer(path: str | Path) -> CharTokenizer | ByteBPETokenizer:
+    """Load a tokenizer of either kind from a JSON file written by its ``save``."""
+    data = _read_json(path)
+    kinds = {"CharTokenizer": CharTokenizer, "ByteBPETokenizer": ByteBPETokenizer}
+    if data["type"] not in kinds:
+        raise ValueError(f"{path} holds an unknown tokenizer type {data['type']!r}")
+    return kinds[data["type"]].load(path)
