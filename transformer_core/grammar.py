@@ -256,6 +256,12 @@ class Grammar:
             raise ValueError(f"start symbol {start!r} has no rule")
         self._check_acyclic()
         self._nullable, self._first = self._first_sets()
+        # nonterminals whose alternatives are all single words: the recogniser matches them at once
+        self._word_lists = frozenset(
+            nt
+            for nt, alts in self.rules.items()
+            if alts and all(len(rhs) == 1 and not self._is_nt(rhs[0]) for rhs, _ in alts)
+        )
         self._tables: dict[
             frozenset[str], dict[str, tuple[list[tuple[str, ...]], list[float]]]
         ] = {}
@@ -266,13 +272,18 @@ class Grammar:
 
     @classmethod
     def from_text(
-        cls, text: str, lexicon: Mapping[str, Sequence[str]], start: str = "SENTENCE"
+        cls, text: str, lexicon: Mapping[str, Sequence[str]], start: str | None = None
     ) -> Grammar:
         """Build a grammar from rule text (see :data:`GRAMMAR_RULES`) and word lists.
 
         Every word list ``X`` also yields ``X_C`` and ``X_V`` (consonant- and vowel-initial words).
+        The start symbol defaults to the first rule's name.
         """
         rules = _parse_rules(text)
+        if start is None:
+            if not rules:
+                raise ValueError("the grammar text holds no rules")
+            start = next(iter(rules))
         lexical: dict[str, str] = {}
         for name, words in lexicon.items():
             if name in rules:
@@ -442,28 +453,37 @@ class Grammar:
         """
         toks = tuple(tokens)
         n = len(toks)
-        memo: dict[tuple[str, int], frozenset[int]] = {}
-        empty: frozenset[int] = frozenset()
+        rules, nullable, first, word_lists = (
+            self.rules,
+            self._nullable,
+            self._first,
+            self._word_lists,
+        )
+        memo: dict[tuple[str, int], set[int]] = {}
 
-        def ends(sym: str, i: int) -> frozenset[int]:
-            if not self._is_nt(sym):
-                return frozenset((i + 1,)) if i < n and toks[i] == sym else empty
+        def ends(sym: str, i: int) -> set[int]:
             key = (sym, i)
-            if key in memo:
-                return memo[key]
-            if sym not in self._nullable and (i >= n or toks[i] not in self._first[sym]):
-                memo[key] = empty
-                return empty
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
             result: set[int] = set()
-            for rhs, _ in self.rules[sym]:
-                positions = {i}
-                for s in rhs:
-                    positions = {e for p in positions for e in ends(s, p)}
-                    if not positions:
-                        break
-                result |= positions
-            memo[key] = frozenset(result)
-            return memo[key]
+            if sym not in nullable and (i >= n or toks[i] not in first[sym]):
+                pass  # the next token cannot start this nonterminal: skip all its alternatives
+            elif sym in word_lists:
+                result.add(i + 1)  # a word list; the check above already found toks[i] in it
+            else:
+                for rhs, _ in rules[sym]:
+                    positions = {i}
+                    for s in rhs:
+                        if s in rules:
+                            positions = {e for p in positions for e in ends(s, p)}
+                        else:
+                            positions = {p + 1 for p in positions if p < n and toks[p] == s}
+                        if not positions:
+                            break
+                    result |= positions
+            memo[key] = result
+            return result
 
         return n in ends(symbol or self.start, 0)
 
