@@ -290,8 +290,9 @@ class GPT(nn.Module):
         head = sd.get("lm_head.weight")
         if head is not None and not torch.equal(head, sd["wte.weight"]):
             raise ValueError("lm_head.weight differs from wte.weight: this GPT ties them, as GPT-2 does")
-        model = cls(cfg)
-        model.load_state_dict(_convert_gpt2_state_dict(sd, n_layer, model.tok_emb.weight.dtype))
+        dtype = sd["wte.weight"].dtype  # copy exactly: a float64 (or float16) GPT-2 stays so
+        model = cls(cfg).to(dtype)
+        model.load_state_dict(_convert_gpt2_state_dict(sd, n_layer, dtype))
         return model
 
     # ------------------------------------------------------------------ saving
