@@ -8,6 +8,7 @@ from collections import Counter
 from functools import lru_cache
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -59,6 +60,10 @@ def test_char_decode_accepts_tensors_and_rejects_bad_ids():
     tok = CharTokenizer.from_text("abc")
     assert tok.decode(torch.tensor([0, 1, 2])) == "abc"
     assert tok.decode(torch.tensor([], dtype=torch.long)) == ""
+    assert tok.decode(np.array([2, 1])) == "cb"
+    assert tok.decode([np.int64(0)]) == "a"
+    with pytest.raises(TypeError, match=r"got 1.0 \(float\)"):
+        tok.decode([1.0])
     with pytest.raises(ValueError, match=r"token id 3 is outside .* \[0, 2\]"):
         tok.decode([0, 3])
     with pytest.raises(ValueError, match="token id -1"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import re
 import warnings
 from collections import Counter, defaultdict
@@ -75,10 +76,15 @@ def _as_id_list(ids: Any, vocab_size: int) -> list[int]:
         ids = ids.tolist()
     if isinstance(ids, (str, bytes)):
         raise TypeError("decode takes a sequence of token ids, not text; call encode(text) first")
-    out = list(ids)
-    for i in out:
-        if not isinstance(i, int) or isinstance(i, bool):
-            raise TypeError(f"token ids must be integers, got {i!r} ({type(i).__name__})")
+    out: list[int] = []
+    for i in ids:
+        if isinstance(i, bool):
+            raise TypeError(f"token ids must be integers, got {i!r}")
+        try:
+            i = operator.index(i)  # ints, and integer scalars such as numpy.int64
+        except TypeError:
+            raise TypeError(f"token ids must be integers, got {i!r} ({type(i).__name__})") from None
+        out.append(i)
         if not 0 <= i < vocab_size:
             raise ValueError(
                 f"token id {i} is outside this tokenizer's vocabulary [0, {vocab_size - 1}]; "
