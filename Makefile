@@ -1,0 +1,132 @@
+# Attention Zero To One: run the book, test it, build the site.
+#
+#   make lab     open the book in JupyterLab (creates .venv and installs on first use)
+#   make test    ruff, notebook pairing, pytest and every chapter re-run by nbval
+#   make book    build the static site into _build/html
+#   make help    every target
+#
+# Variables (make VAR=value ...):
+#   PYTHON       the Python that creates .venv (3.10 or newer)          [python3]
+#   TORCH_INDEX  an extra package index for torch, e.g. PyTorch's CPU-only wheel
+#                index on Linux; empty: pip's own configuration decides   []
+#   PYTEST_ARGS  extra pytest arguments, e.g. PYTEST_ARGS="-x -k attention"
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+NBVAL_CELL_TIMEOUT ?= 600
+
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt -e ".[book,dev]" \
+	$(if $(strip $(TORCH_INDEX)),--extra-index-url "$(TORCH_INDEX)")
+
+# Chapter notebooks, found when a recipe runs (others may add chapters at any time).
+FIND_NOTEBOOKS := find chapters -name '*.ipynb' -not -path '*/.*' -not -path '*/_build/*' 2>/dev/null | sort
+FIRST_PAGE := chapters/00_how_to_use_this_book.ipynb
+LINT_PATHS = $(wildcard transformer_core tests benchmarks chapters scripts)
+NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT)
+
+.PHONY: help venv install lab lint check-pairing test test-notebooks test-strict toc book \
+	clean clean-venv
+
+help: ## list the targets
+	@echo "Attention Zero To One"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+# --- the environment --------------------------------------------------------------------------
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || { \
+	  echo "error: the book needs Python 3.10 or newer; '$(PYTHON)' is" \
+	       "$$(command -v $(PYTHON) >/dev/null && $(PYTHON) --version 2>&1 | head -n1 || echo 'not found')." >&2; \
+	  echo "       Install a newer Python and run e.g.: make $(or $(MAKECMDGOALS),test) PYTHON=python3.11" >&2; \
+	  exit 1; }
+	@echo "==> creating $(VENV) with $$($(PYTHON) --version)"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "error: '$(PYTHON) -m venv' failed. On Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+	@# Editable installs from pyproject.toml need pip >= 21.3 (an already new pip is left as it is).
+	@$(BIN)/python -m pip install --quiet "pip>=21.3"
+
+# Reinstall only when the package's requirements change: a second `make test` starts at once.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "error: $(VENV) uses Python older than 3.10; run 'make clean-venv' and try again" >&2; exit 1; }
+	@echo "==> installing transformer_core with the book and dev extras into $(VENV)"
+	$(PIP_INSTALL)
+	@if $(BIN)/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
+	  echo "note: $(VENV) holds the CUDA build of torch (several GB). A CPU-only machine needs only"; \
+	  echo "      the CPU build: make clean-venv, then run make again with TORCH_INDEX set to"; \
+	  echo "      PyTorch's CPU wheel index (see README)."; fi
+	@touch $@
+
+venv: $(BIN)/python ## create .venv (Python >= 3.10) if it is missing
+
+install: $(STAMP) ## install the package and its book and dev extras into .venv (only when needed)
+
+# --- reading ----------------------------------------------------------------------------------
+
+lab: install ## open the book in JupyterLab
+	@start=$$([ -f $(FIRST_PAGE) ] && echo $(FIRST_PAGE) || echo chapters); \
+	echo "==> JupyterLab on $$start (Ctrl-C twice to stop)"; \
+	exec $(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) "$$start"
+
+# --- testing ----------------------------------------------------------------------------------
+
+lint: install ## ruff over the package, tests, benchmarks and the chapter notebooks
+	@echo "==> ruff check $(LINT_PATHS)"
+	@$(BIN)/ruff check $(LINT_PATHS)
+
+check-pairing: install ## every chapter .ipynb and its .md twin hold the same cells
+	@echo "==> notebook pairing (.ipynb <-> .md)"
+	@$(BIN)/python -m pytest -q --no-header -p no:cacheprovider tests/test_notebook_pairing.py
+
+test: lint check-pairing ## ruff, pairing, then pytest: tests/ and every chapter through nbval
+	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); \
+	if [ -z "$$notebooks" ]; then \
+	  echo "==> pytest tests (nbval skipped: no chapter notebooks yet)"; \
+	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); \
+	else \
+	  echo "==> pytest tests + nbval over $$(echo "$$notebooks" | wc -l) notebooks"; \
+	  $(BIN)/python -m pytest tests chapters $(NBVAL_ARGS) --ignore-glob='tests/*.ipynb' $(PYTEST_ARGS); \
+	fi
+
+test-notebooks: install ## only re-run the chapters with nbval
+	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); \
+	if [ -z "$$notebooks" ]; then echo "no chapter notebooks yet"; exit 0; fi; \
+	$(BIN)/python -m pytest chapters $(NBVAL_ARGS) $(PYTEST_ARGS)
+
+test-strict: install ## nbval twice, generic CPU kernels and one thread: finds outputs that vary by machine
+	@echo "==> nbval with ATEN_CPU_CAPABILITY=default"
+	@ATEN_CPU_CAPABILITY=default $(MAKE) --no-print-directory test-notebooks
+	@echo "==> nbval with OMP_NUM_THREADS=1"
+	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory test-notebooks
+
+# --- the site ---------------------------------------------------------------------------------
+
+toc: install ## rewrite _toc.yml from the chapter notebooks that exist
+	@$(BIN)/python scripts/update_toc.py
+
+book: install ## build the static site strictly (warnings are errors) into _build/html
+	@[ -f $(FIRST_PAGE) ] || { \
+	  echo "error: $(FIRST_PAGE) does not exist yet: the book has no first page to build." >&2; exit 1; }
+	$(BIN)/jupyter-book build --all -W -n --keep-going .
+	@echo
+	@echo "The book is built. Open it in a browser:"
+	@echo "  file://$(CURDIR)/_build/html/index.html"
+
+# --- cleaning ---------------------------------------------------------------------------------
+
+clean: ## remove the site, caches and test artifacts (keeps .venv)
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis test-artifacts *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+clean-venv: ## remove .venv as well (the next make reinstalls)
+	rm -rf $(VENV)
