@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+from ipywidgets.widgets.widget_link import Link
 from matplotlib.figure import Figure
 
 from ._common import (
@@ -53,7 +54,7 @@ class _FigureExplorer:
         #: static mode: every Stack, outermost first
         self.stacks: list[widgets.Stack] = []
         #: static mode: every jslink (control.index -> Stack.selected_index)
-        self.links: list[widgets.Link] = []
+        self.links: list[Link] = []
         self.image: widgets.Image | None = None
         self.marker_widget = widgets.HTML()
         self.info_widget = widgets.HTML()
@@ -195,10 +196,11 @@ class _FigureExplorer:
             return self._static_view(state)
         name = names[level]
         ctrl = self.controls[name]
+        pos = len(self.stacks)  # keep self.stacks / self.links outermost first (pre-order)
         children = [self._static_tree(level + 1, {**state, name: v}) for v in self._values[name]]
         stack = widgets.Stack(children=children, selected_index=ctrl.index)
-        self.stacks.append(stack)
-        self.links.append(widgets.jslink((ctrl, "index"), (stack, "selected_index")))
+        self.stacks.insert(pos, stack)
+        self.links.insert(pos, widgets.jslink((ctrl, "index"), (stack, "selected_index")))
         return stack
 
     # -- display ----------------------------------------------------------------------------------

@@ -304,8 +304,8 @@ class AttentionExplorer(_FigureExplorer):
         (T,) or (1, T) tensor). Tokens are labelled ``tokenizer.decode([id])`` per position when a
         tokenizer is given, else ``str(id)``. The model runs in eval mode (no dropout) under
         ``torch.no_grad()`` and is put back in its previous mode. If the model returns attention
-        as a mapping (e.g. encoder self / decoder self / cross), name the one to explore with
-        ``attention_key``. Other keyword arguments go to :class:`AttentionExplorer`.
+        as a mapping or NamedTuple (e.g. encoder self / decoder self / cross), name the one to
+        explore with ``attention_key``. Other keyword arguments go to :class:`AttentionExplorer`.
         """
         import torch
 
@@ -326,6 +326,8 @@ class AttentionExplorer(_FigureExplorer):
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError("model(idx, return_attention=True) should return (logits, attn)")
         attn = out[1]
+        if hasattr(attn, "_asdict"):  # a NamedTuple of attention tensors
+            attn = attn._asdict()
         if isinstance(attn, Mapping):
             if attention_key is None or attention_key not in attn:
                 raise ValueError(

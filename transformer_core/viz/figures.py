@@ -349,10 +349,11 @@ def sampling_distribution(
     """The next-token distribution a sampler draws from, step by step.
 
     Returns ``(probs, kept, renormalised)``, each (vocab,): ``probs = softmax(logits / T)``;
-    ``kept`` (bool) the tokens that survive top-k (the k most likely) and then top-p (the
-    smallest set of the most likely tokens, among those left, whose probability reaches p; at
-    least one token always stays); ``renormalised`` the kept probabilities divided by their sum
-    (0 elsewhere), which is what is actually sampled.
+    ``kept`` (bool) the tokens that survive top-k (the k most likely; ties with the k-th stay
+    too) and then top-p (the smallest set of the most likely tokens, among those left, whose
+    probability reaches p; at least one token always stays); ``renormalised`` the kept
+    probabilities divided by their sum (0 elsewhere), which is what is actually sampled. The same
+    rule as ``transformer_core.sampling.next_token_probs``, recomputed here in numpy.
     """
     z = _logits_1d(logits)
     if temperature <= 0:
@@ -365,8 +366,7 @@ def sampling_distribution(
     order = np.argsort(-z, kind="stable")
     kept = np.ones(z.size, bool)
     if top_k is not None and top_k < z.size:
-        kept[:] = False
-        kept[order[:top_k]] = True
+        kept = z >= z[order[top_k - 1]]  # the k largest logits (and any tied with the k-th)
     if top_p is not None and top_p < 1:
         p_kept = np.where(kept, probs, 0.0)
         p_kept = p_kept / p_kept.sum()
