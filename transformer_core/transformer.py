@@ -206,6 +206,7 @@ class Transformer(nn.Module):
         return self.out_proj(self.decoder_norm(x)), self_w, cross_w
 
     def forward(self, src: Tensor, tgt: Tensor, return_attention: bool = False):
+        check_token_ids(src, self.config.src_vocab_size, self.config.max_len, name="src")
         check_token_ids(tgt, self.config.tgt_vocab_size, self.config.max_len, name="tgt")
         if src.shape[0] != tgt.shape[0]:
             raise ValueError(f"src and tgt batch sizes differ: {src.shape[0]} vs {tgt.shape[0]}")
@@ -268,6 +269,7 @@ class Transformer(nn.Module):
         Returns ``(B, L)`` like :meth:`greedy_decode`. ``beam_size=1`` is greedy decoding.
         """
         self._check_max_len(max_len)
+        check_token_ids(src, self.config.src_vocab_size, self.config.max_len, name="src")
         if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
             raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
         was_training = self.training
