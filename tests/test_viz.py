@@ -607,3 +607,17 @@ def test_from_model_with_the_books_gpt(blank_figures):
     assert ex.weights.shape == (2, 2, 5, 5)
     np.testing.assert_allclose(ex.weights.sum(-1), 1.0, atol=1e-5)
     assert ex.mask[..., 0, 1].all() and not ex.mask[..., 1, 0].any()
+
+
+def test_save_html_embeds_the_views_and_their_jslinks(attn, tmp_path, blank_figures):
+    import json
+    import re
+
+    ex = AttentionExplorer(attn, TOKENS, mode="static")
+    page = ex.save_html(tmp_path / "explorer.html", embed_url="embed.js").read_text()
+    assert 'src="embed.js"' in page
+    state = re.search(r'widget-state\+json">\s*(.*?)\s*</script>', page, re.S).group(1)
+    models = [m["model_name"] for m in json.loads(state)["state"].values()]
+    assert models.count("LinkModel") == len(ex.links) == 4
+    assert models.count("StackModel") == len(ex.stacks)
+    assert models.count("ImageModel") == len(ex.views)

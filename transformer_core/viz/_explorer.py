@@ -122,6 +122,27 @@ class _FigureExplorer:
         path.write_bytes(figure_to_png(self.render(), dpi=dpi or self.dpi))
         return path
 
+    def save_html(
+        self, path: str | os.PathLike[str], embed_url: str | None = None, title: str | None = None
+    ) -> Path:
+        """Write a standalone HTML page holding this explorer's widgets (and its jslinks).
+
+        Meant for static mode: the page needs no kernel, only the widget manager script
+        ``@jupyter-widgets/html-manager``'s ``dist/embed.js``, loaded from ``embed_url`` (default:
+        the CDN ipywidgets names; pass a local copy's URL to work offline). A live explorer's
+        page shows its current view and nothing more.
+        """
+        from ipywidgets.embed import dependency_state, embed_minimal_html
+
+        assert self.widget is not None
+        path = Path(path)
+        state = dependency_state([self.widget, *self.links], drop_defaults=True)
+        kwargs: dict[str, Any] = {"requirejs": False, "state": state}
+        if embed_url is not None:
+            kwargs["embed_url"] = embed_url
+        embed_minimal_html(str(path), views=[self.widget], title=title or self._summary(), **kwargs)
+        return path
+
     def static(self, **overrides: Any):
         """A copy of this explorer in static mode (every view pre-rendered, jslinked)."""
         kwargs = {**self._init_kwargs, **self._static_defaults(), **overrides, "mode": "static"}
