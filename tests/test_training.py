@@ -11,6 +11,7 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from transformer_core import GPT, GPTConfig, Transformer, TransformerConfig
+from transformer_core.data import get_batch
 from transformer_core.distributed import shard_batch
 from transformer_core.schedules import noam_schedule, warmup_constant, warmup_cosine
 from transformer_core.training import (
@@ -19,7 +20,6 @@ from transformer_core.training import (
     Trainer,
     configure_optimizer,
     plot_history,
-    random_windows,
     train,
 )
 
@@ -163,7 +163,7 @@ def test_loss_goes_down_on_a_repeated_text():
 
 def test_gradient_accumulation_equals_one_big_batch():
     torch.manual_seed(1)
-    x, y = random_windows(IDS, 8, 32)
+    x, y = get_batch(IDS, 8, 32)
 
     def halves(split, generator):  # alternately the first and the second 4 rows
         halves.calls += 1

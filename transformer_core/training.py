@@ -9,7 +9,8 @@ The short way, from a notebook cell::
                     callbacks=[LiveLossPlot()])
     history[-1]   # {'step': 300, 'lr': ..., 'train_loss': ..., 'val_loss': ..., 'grad_norm': ..., ...}
 
-``train_ids`` / ``val_ids`` are 1-D tensors of token ids; batches are random windows of them. Any
+``train_ids`` / ``val_ids`` are 1-D tensors of token ids; batches are random windows of them
+(:func:`transformer_core.data.get_batch`: ``y`` is ``x`` shifted by one token). Any
 other data comes in as a function ``get_batch(split, generator) -> batch`` (``split`` is ``"train"``
 or ``"val"``), and any other loss as ``loss_fn(model, batch) -> scalar`` -- the encoder-decoder of
 chapter 09 trains with ``loss_fn=lambda model, batch: model.loss(*batch)``.
@@ -46,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from . import data
 from . import distributed as D
 from .schedules import noam_schedule, warmup_constant, warmup_cosine
 
@@ -55,7 +57,6 @@ __all__ = [
     "train",
     "configure_optimizer",
     "language_model_loss",
-    "random_windows",
     "resolve_device",
     "plot_history",
     "LiveLossPlot",
@@ -191,23 +192,6 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- data and loss
-def random_windows(
-    data: Tensor, batch_size: int, context_length: int, generator: torch.Generator | None = None
-) -> tuple[Tensor, Tensor]:
-    """``batch_size`` random windows of a 1-D token tensor: inputs ``x`` and targets ``y`` ``(B, T)``.
-
-    ``y`` is ``x`` shifted left by one token: at every position the model learns to predict the next
-    token, so one window gives ``T`` training examples at once.
-    """
-    n = data.shape[0]
-    if n <= context_length:
-        raise ValueError(f"the data has {n} tokens; windows of {context_length}+1 tokens need more")
-    start = torch.randint(n - context_length, (batch_size,), generator=generator)  # (B,)
-    index = start[:, None] + torch.arange(context_length + 1)  # (B, T+1)
-    window = data[index].long()
-    return window[:, :-1], window[:, 1:]
-
-
 def _token_batches(train_data, val_data, batch_size: int, context_length: int) -> Callable:
     """Turn token tensors into ``get_batch(split, generator)``."""
     splits = {"train": _as_tokens(train_data, "train_data")}
@@ -215,7 +199,7 @@ def _token_batches(train_data, val_data, batch_size: int, context_length: int) -
         splits["val"] = _as_tokens(val_data, "val_data")
 
     def get_batch(split: str, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return random_windows(splits[split], batch_size, context_length, generator)
+        return data.get_batch(splits[split], batch_size, context_length, generator)  # chapter 06
 
     return get_batch
 
