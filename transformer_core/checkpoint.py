@@ -73,7 +73,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     if payload.get("class") not in classes:
         raise ValueError(f"{path} holds an unknown model class {payload.get('class')!r}")
     model_cls, config_cls = classes[payload["class"]]
-    config = config_cls.from_dict(payload["config"])
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise ValueError(f"{path} is damaged: its {key!r} entry is missing or not a dict")
+    try:
+        config = config_cls.from_dict(payload["config"])
+    except TypeError as err:  # a required field is missing
+        raise ValueError(f"the config in {path} is incomplete: {err}") from err
     model = model_cls(config)
     try:
         model.load_state_dict(payload["state_dict"])
