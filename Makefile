@@ -126,7 +126,7 @@ book: install ## build the static site strictly (warnings are errors) into _buil
 
 clean: ## remove the site, caches and test artifacts (keeps .venv)
 	rm -rf _build .pytest_cache .ruff_cache .hypothesis test-artifacts *.egg-info
-	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+	find . -path './.*' -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 clean-venv: ## remove .venv as well (the next make reinstalls)
 	rm -rf $(VENV)
