@@ -358,3 +358,43 @@ def test_damaged_or_mismatched_checkpoints_fail_clearly(tmp_path):
     wider = GPT(GPTConfig.tiny(vocab_size=len(CHARS), context_length=32, d_model=32))
     with pytest.raises(ValueError, match="another shape"):
         Trainer(wider, IDS, config=quiet()).load_checkpoint(path)
+
+
+# --------------------------------------------------------------------------- the KV cache's buffer
+# (changed for generation speed, see benchmarks/README.md: the cache writes into a buffer with room
+# to spare instead of concatenating at every step)
+def test_kv_cache_buffer_grows_and_keeps_its_contents():
+    from transformer_core import KVCache
+
+    torch.manual_seed(0)
+    steps = [torch.randn(2, 3, n, 4) for n in (5, 1, 1, 7, 1)]
+    for capacity in (None, 6, 100):
+        cache = KVCache(capacity=capacity)
+        for k in steps:
+            out_k, out_v = cache.append(k, -k)
+        expected = torch.cat(steps, dim=-2)
+        assert torch.equal(out_k, expected) and torch.equal(out_v, -expected)
+        assert cache.length == 15 and cache.k.shape == (2, 3, 15, 4)
+
+
+def test_kv_cache_accepts_a_user_set_prefix_and_records_gradients():
+    from transformer_core import KVCache
+
+    prefix = torch.randn(1, 2, 3, 4)
+    cache = KVCache(k=prefix, v=prefix)
+    k, _ = cache.append(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    assert torch.equal(k[:, :, :3], prefix) and cache.length == 4
+
+    leaf = torch.randn(1, 2, 2, 4, requires_grad=True)
+    cache = KVCache()
+    cache.append(leaf[:, :, :1], leaf[:, :, :1])
+    k, v = cache.append(leaf[:, :, 1:], leaf[:, :, 1:])
+    (k.sum() + v.sum()).backward()  # through torch.cat: a buffer written in place would break this
+    assert torch.equal(leaf.grad, torch.full_like(leaf, 2.0))
+
+
+def test_cached_generation_equals_uncached_with_the_buffer():
+    model = tiny_gpt()
+    prompt = IDS[:5][None]
+    cached = model.generate(prompt, 40, greedy=True, use_cache=True)
+    assert torch.equal(cached, model.generate(prompt, 40, greedy=True, use_cache=False))

@@ -17,7 +17,7 @@ Conventions used throughout the package (and the book):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +153,12 @@ def scaled_dot_product_attention(
     B, H, T_q, hd = q.shape
     T_k = k.shape[-2]
     scale = 1.0 / math.sqrt(hd) if scale is None else scale
+    if not need_weights and is_causal and attn_mask is None and key_padding_mask is None and T_q in (1, T_k):
+        # The common cases need no mask tensor at all: a square causal pattern is the fused kernel's
+        # own ``is_causal``, and a single query (a decoding step with a KV cache) sits at the end
+        # of the keys, where it may see every one of them.
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T_q > 1, scale=scale)
+        return out, None
     mask = _combine_masks(attn_mask, key_padding_mask, is_causal, (B, H, T_q, T_k), q.device, q.dtype)
 
     # A row with no allowed key would be softmax over all -inf = NaN. Let such rows see every key
@@ -175,12 +181,7 @@ def scaled_dot_product_attention(
         dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
         out = dropped @ v  # (B, H, T_q, hd_v)
     else:
-        fused_causal = is_causal and mask is not None and attn_mask is None and key_padding_mask is None
-        if fused_causal and T_q == T_k and dead_rows is None:
-            # the kernel's own causal path is faster than a materialised mask
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
         weights = None
     if dead_rows is not None:
         out = out.masked_fill(dead_rows, 0.0)
@@ -192,10 +193,19 @@ class KVCache:
     """Keys and values of the positions already seen, for one attention layer.
 
     ``k`` and ``v`` have shape ``(B, H_kv, S, hd)``; each decoding step appends its new positions.
+
+    Appending with ``torch.cat`` would copy the whole cache at every step (quadratic work over a
+    generation). Instead the cache writes into a buffer with room to spare -- ``capacity``
+    positions if given (``GPT.generate`` knows the final length), else doubling when full -- and
+    ``k``/``v`` are views of its filled part. While gradients are recorded it falls back to
+    ``torch.cat``, since writing into a buffer in place would break the backward pass.
     """
 
     k: Tensor | None = None
     v: Tensor | None = None
+    capacity: int | None = None
+    _k_buf: Tensor | None = field(default=None, repr=False)
+    _v_buf: Tensor | None = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
@@ -203,18 +213,44 @@ class KVCache:
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Add this step's keys/values and return all keys/values so far."""
-        if self.k is None:
-            self.k, self.v = k, v
-        else:
-            self.k = torch.cat([self.k, k], dim=-2)
-            self.v = torch.cat([self.v, v], dim=-2)
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad):
+            self._k_buf = self._v_buf = None
+            if self.k is None:
+                self.k, self.v = k, v
+            else:
+                self.k = torch.cat([self.k, k], dim=-2)
+                self.v = torch.cat([self.v, v], dim=-2)
+            return self.k, self.v
+        old, new = self.length, k.shape[-2]
+        if self._k_buf is None or old + new > self._k_buf.shape[-2] or not self._fits(k):
+            self._grow(k, v, old + new)
+        self._k_buf[:, :, old : old + new] = k
+        self._v_buf[:, :, old : old + new] = v
+        self.k = self._k_buf[:, :, : old + new]  # (B, H_kv, S, hd) views of the filled part
+        self.v = self._v_buf[:, :, : old + new]
         return self.k, self.v
+
+    def _fits(self, k: Tensor) -> bool:
+        buf = self._k_buf
+        same_views = self.k is None or self.k.data_ptr() == buf.data_ptr()
+        return same_views and buf.shape[:2] == k.shape[:2] and buf.dtype == k.dtype and buf.device == k.device
+
+    def _grow(self, k: Tensor, v: Tensor, needed: int) -> None:
+        size = max(needed, self.capacity or 0, 2 * (self._k_buf.shape[-2] if self._k_buf is not None else 0))
+        B, H, _, hd = k.shape
+        k_buf = k.new_empty(B, H, size, hd)
+        v_buf = v.new_empty(B, H, size, v.shape[-1])
+        if self.k is not None:  # keep what is cached so far
+            k_buf[:, :, : self.length] = self.k
+            v_buf[:, :, : self.length] = self.v
+        self._k_buf, self._v_buf = k_buf, v_buf
 
     def reorder(self, index: Tensor) -> None:
         """Select batch rows (beam search keeps the caches of the surviving beams)."""
         if self.k is not None:
             self.k = self.k.index_select(0, index)
             self.v = self.v.index_select(0, index)
+            self._k_buf = self._v_buf = None  # the next append starts a fresh buffer
 
 
 class MultiHeadAttention(nn.Module):

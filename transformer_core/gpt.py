@@ -231,7 +231,8 @@ class GPT(nn.Module):
             for _ in range(max_new_tokens):
                 if use_cache and out.shape[1] <= ctx:
                     if caches is None:  # prefill: run the whole prompt once, filling the caches
-                        caches = [KVCache() for _ in self.blocks]
+                        room = min(idx.shape[1] + max_new_tokens, ctx)  # the most the caches will hold
+                        caches = [KVCache(capacity=room) for _ in self.blocks]
                         logits, _ = self._run(out, caches)
                     else:  # one new token, attending to everything cached
                         logits, _ = self._run(out[:, -1:], caches)
