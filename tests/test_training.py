@@ -211,6 +211,14 @@ def test_bf16_autocast_on_cpu():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights stay float32
 
 
+def test_fp16_uses_a_gradient_scaler():
+    trainer = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=3, precision="fp16"))
+    assert trainer.scaler.is_enabled()
+    history = trainer.fit()
+    assert len(history) == 3 and trainer.scaler.get_scale() > 0
+    assert all(math.isfinite(r["train_loss"]) for r in history)
+
+
 def test_encoder_decoder_trains_through_loss_fn():
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(12, 12, d_model=32, n_head=4, n_encoder_layers=1,
