@@ -2,7 +2,7 @@
 #
 #   make lab     open the book in JupyterLab (creates .venv and installs on first use)
 #   make test    ruff, notebook pairing, pytest and every chapter re-run by nbval
-#   make book    build the static site into _build/html
+#   make book    build the static site into _build/html (needs Node.js and npm, see README)
 #   make help    every target
 #
 # Variables (make VAR=value ...):
@@ -30,12 +30,19 @@ PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt -e ".[book,dev]" 
 # Chapter notebooks, found when a recipe runs (others may add chapters at any time).
 FIND_NOTEBOOKS := find chapters -name '*.ipynb' -not -path '*/.*' -not -path '*/_build/*' 2>/dev/null | sort
 FIRST_PAGE := chapters/00_how_to_use_this_book.ipynb
-LINT_PATHS = $(wildcard transformer_core tests benchmarks chapters scripts)
+LINT_PATHS = $(wildcard transformer_core tests benchmarks chapters scripts _ext)
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT)
+# Chapters are executed for commit with the explorers in static mode (every view pre-rendered,
+# so the book site needs no kernel; see CONTRIBUTING.md), and nbval re-runs them the same way.
+# A reader's JupyterLab does not set it: there the explorers are live.
+STATIC_WIDGETS := TRANSFORMER_CORE_WIDGET_MODE=static
+# pytest's exit status 5 means "no tests collected" (e.g. PYTEST_ARGS="-k name" selects none)
+PYTEST_OK := [ $$? -eq 5 ]
+NODE_STAMP := node_modules/.installed
 
-.PHONY: help venv install lab lint check-pairing test test-notebooks test-strict toc book \
-	clean clean-venv
+.PHONY: help venv install lab lint check-pairing test test-notebooks test-strict execute toc \
+	book clean clean-venv
 
 help: ## list the targets
 	@echo "Attention Zero To One"
@@ -88,20 +95,23 @@ check-pairing: install ## every chapter .ipynb and its .md twin hold the same ce
 	@echo "==> notebook pairing (.ipynb <-> .md)"
 	@$(BIN)/python -m pytest -q --no-header -p no:cacheprovider tests/test_notebook_pairing.py
 
-test: lint check-pairing ## ruff, pairing, then pytest: tests/ and every chapter through nbval
-	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); \
+test: lint check-pairing ## ruff, pairing, then pytest: tests/ (browser tests too) and every chapter through nbval
+	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); failed=0; \
+	echo "==> pytest tests"; \
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS) || $(PYTEST_OK) || failed=1; \
 	if [ -z "$$notebooks" ]; then \
-	  echo "==> pytest tests (nbval skipped: no chapter notebooks yet)"; \
-	  $(BIN)/python -m pytest tests $(PYTEST_ARGS); \
+	  echo "==> nbval skipped: no chapter notebooks yet"; \
 	else \
-	  echo "==> pytest tests + nbval over $$(echo "$$notebooks" | wc -l) notebooks"; \
-	  $(BIN)/python -m pytest tests chapters $(NBVAL_ARGS) --ignore-glob='tests/*.ipynb' $(PYTEST_ARGS); \
-	fi
+	  echo "==> nbval over $$(echo "$$notebooks" | wc -l) notebooks (widgets in static mode)"; \
+	  $(STATIC_WIDGETS) $(BIN)/python -m pytest chapters $(NBVAL_ARGS) $(PYTEST_ARGS) \
+	    || $(PYTEST_OK) || failed=1; \
+	fi; \
+	exit $$failed
 
 test-notebooks: install ## only re-run the chapters with nbval
 	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); \
 	if [ -z "$$notebooks" ]; then echo "no chapter notebooks yet"; exit 0; fi; \
-	$(BIN)/python -m pytest chapters $(NBVAL_ARGS) $(PYTEST_ARGS)
+	$(STATIC_WIDGETS) $(BIN)/python -m pytest chapters $(NBVAL_ARGS) $(PYTEST_ARGS)
 
 test-strict: install ## nbval twice, generic CPU kernels and one thread: finds outputs that vary by machine
 	@echo "==> nbval with ATEN_CPU_CAPABILITY=default"
@@ -109,18 +119,37 @@ test-strict: install ## nbval twice, generic CPU kernels and one thread: finds o
 	@echo "==> nbval with OMP_NUM_THREADS=1"
 	@OMP_NUM_THREADS=1 $(MAKE) --no-print-directory test-notebooks
 
+execute: install ## re-run chapter notebooks in place for commit: make execute NB="chapters/NN_topic.ipynb ..."
+	@[ -n "$(NB)" ] || { echo 'usage: make execute NB="chapters/NN_topic.ipynb ..."' >&2; exit 1; }
+	@unset MPLBACKEND; for nb in $(NB); do \
+	  echo "==> executing $$nb (widgets in static mode)"; \
+	  $(STATIC_WIDGETS) $(BIN)/jupyter nbconvert --to notebook --execute --inplace "$$nb"; \
+	done
+
 # --- the site ---------------------------------------------------------------------------------
 
 toc: install ## rewrite _toc.yml from the chapter notebooks that exist
 	@$(BIN)/python scripts/update_toc.py
 
-book: install ## build the static site strictly (warnings are errors) into _build/html
+# The site serves require.js, the widget manager and MathJax itself (offline): npm packages
+# pinned by package-lock.json, installed when the lock file changes.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "error: make book needs Node.js and npm, for the scripts the site serves itself" >&2; \
+	  echo "       (require.js, the widget manager, MathJax). Debian/Ubuntu: apt-get install nodejs npm" >&2; \
+	  exit 1; }
+	@echo "==> npm ci (require.js, @jupyter-widgets/html-manager, MathJax into node_modules/)"
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+book: install $(NODE_STAMP) toc ## build the static site strictly (warnings are errors) into _build/html
 	@[ -f $(FIRST_PAGE) ] || { \
 	  echo "error: $(FIRST_PAGE) does not exist yet: the book has no first page to build." >&2; exit 1; }
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 	@echo
-	@echo "The book is built. Open it in a browser:"
+	@echo "The book is built; it works offline. Open it in a browser:"
 	@echo "  file://$(CURDIR)/_build/html/index.html"
+	@echo "or serve it: $(BIN)/python -m http.server -d _build/html 8000  ->  http://localhost:8000"
 
 # --- cleaning ---------------------------------------------------------------------------------
 
