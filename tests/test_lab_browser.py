@@ -1,0 +1,263 @@
+"""The attention explorer, live in JupyterLab: run the notebook, change layer, head and query.
+
+Starts a throwaway JupyterLab from this Python environment (free port, fixed token, its own
+config, settings and workspaces folders, autosave off, no news or update checks) on a
+temporary copy of the notebooks, opens a notebook with an AttentionExplorer, runs it
+(`runmenu:run-all`), and changes the explorer's layer, head and query row through its
+controls: each time the marker text above the heatmap must change to the new choice, and the
+heatmap image with it. Every request that leaves this machine is blocked and counted; console
+errors fail the test. Screenshots of a failing run go to test-artifacts/.
+
+The notebook is tests/data/attention_explorer_lab.ipynb (a tiny untrained GPT), plus every
+chapter whose code builds an AttentionExplorer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from _browser import REPO, Watch, chromium, free_port, require_chromium, screenshot_on_failure
+
+pytestmark = pytest.mark.browser
+
+TOKEN = "attention-zero-to-one-browser-test"
+TEST_NOTEBOOK = REPO / "tests" / "data" / "attention_explorer_lab.ipynb"
+
+# Settings of the throwaway JupyterLab (user settings folder): nothing saved behind the test's
+# back, no news toast or update check (they fetch from the web), every cell in the DOM.
+LAB_SETTINGS = {
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+}
+SERVER_CONFIG = {
+    "LabApp": {
+        "news_url": None,
+        "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
+        "expose_app_in_browser": True,  # window.jupyterapp, to run menu commands
+    },
+    "ServerApp": {"open_browser": False, "port_retries": 0},
+}
+
+
+def explorer_chapters() -> list[Path]:
+    """Chapters (not solutions) whose code cells build an AttentionExplorer."""
+    found = []
+    for path in sorted((REPO / "chapters").glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        if "AttentionExplorer" in code:
+            found.append(path)
+    return found
+
+
+NOTEBOOKS = [TEST_NOTEBOOK, *explorer_chapters()]
+
+
+# --------------------------------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------------------------------
+
+
+class Lab:
+    def __init__(self, root: Path, home: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config, settings = home / "config", home / "settings"
+        for folder in (config, settings, home / "workspaces", home / "runtime"):
+            folder.mkdir(parents=True, exist_ok=True)
+        (config / "jupyter_server_config.json").write_text(json.dumps(SERVER_CONFIG))
+        for rel, values in LAB_SETTINGS.items():
+            path = settings / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+        env = {k: v for k, v in os.environ.items() if k not in ("MPLBACKEND",)}
+        env.pop("TRANSFORMER_CORE_WIDGET_MODE", None)  # a reader's Lab: the explorers are live
+        env.update(
+            JUPYTER_CONFIG_DIR=str(config),
+            JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+            JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        )
+        self.log = (home / "lab.log").open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--allow-root",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                f"--IdentityProvider.token={TOKEN}",
+                f"--ServerApp.root_dir={root}",
+                f"--LabApp.user_settings_dir={settings}",
+                f"--LabApp.workspaces_dir={home / 'workspaces'}",
+            ],
+            env=env,
+            cwd=root,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self._wait_ready()
+
+    def api(self, method: str, path: str):
+        req = urllib.request.Request(
+            f"{self.url}{path}", method=method, headers={"Authorization": f"token {TOKEN}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = resp.read()
+        return json.loads(body) if body else None
+
+    def _wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with {self.proc.returncode}:\n{self.logs()}")
+            with contextlib.suppress(OSError):
+                self.api("GET", "/api/status")
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"JupyterLab did not start in {timeout} s:\n{self.logs()}")
+
+    def delete_sessions(self) -> None:
+        """Kernels outlive the browser: end every session the server holds."""
+        for session in self.api("GET", "/api/sessions") or []:
+            self.api("DELETE", f"/api/sessions/{session['id']}")
+
+    def logs(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.delete_sessions()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    require_chromium()
+    root = tmp_path_factory.mktemp("lab-root")
+    for nb in NOTEBOOKS:
+        dest = root / nb.relative_to(REPO)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(nb, dest)
+    server = Lab(root, tmp_path_factory.mktemp("lab-home"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    with chromium() as b:
+        yield b
+
+
+# --------------------------------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------------------------------
+
+MARKER = ".jp-OutputArea-output .tc-marker"
+
+
+def _dropdown(output, label: str):
+    """The <select> of the explorer's Dropdown labelled `label` (layer, head, query)."""
+    box = output.locator(".widget-dropdown").filter(
+        has=output.page.locator("label", has_text=re.compile(rf"^\s*{label}\s*$"))
+    )
+    return box.locator("select")
+
+
+def _choose(page, output, label: str, index: int, expect: str) -> None:
+    """Pick option `index` of a dropdown; wait for the marker to say `expect`; image changed."""
+    marker = output.locator(".tc-marker")
+    image = output.locator("img").first
+    before_marker, before_src = marker.inner_text(), image.get_attribute("src")
+    select = _dropdown(output, label)
+    assert select.count() == 1, f"no '{label}' dropdown in the explorer"
+    select.select_option(index=index)
+    # The explorer sets the marker last, after the image: wait for the marker, not the image.
+    # (Each redraw replaces the marker's element: look it up again inside the output.)
+    page.wait_for_function(
+        """([out, want]) => {
+            const m = out.querySelector('.tc-marker');
+            return m !== null && m.textContent.includes(want);
+        }""",
+        arg=[output.element_handle(), expect],
+        timeout=30_000,
+    )
+    after_marker, after_src = marker.inner_text(), image.get_attribute("src")
+    assert after_marker != before_marker
+    assert after_src != before_src, (
+        f"changing {label}: the marker changed ({before_marker!r} -> {after_marker!r}) "
+        "but the heatmap image did not"
+    )
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_attention_explorer_live_in_jupyterlab(notebook: Path, lab: Lab, browser):
+    lab.delete_sessions()
+    rel = notebook.relative_to(REPO).as_posix()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # Lab's own console chatter that is not a failure of the book: none expected so far.
+    watch = Watch()
+    watch.attach(context)
+    page = context.new_page()
+    try:
+        with screenshot_on_failure(page, f"lab-{notebook.stem}"):
+            page.goto(f"{lab.url}/lab/tree/{rel}?token={TOKEN}", wait_until="load")
+            page.wait_for_function(
+                "() => window.jupyterapp && jupyterapp.shell.currentWidget"
+                " && jupyterapp.shell.currentWidget.sessionContext",
+                timeout=60_000,
+            )
+            page.evaluate(
+                """async () => {
+                    const panel = jupyterapp.shell.currentWidget;
+                    await panel.context.ready;
+                    await panel.sessionContext.ready;
+                }"""
+            )
+            page.evaluate("() => jupyterapp.commands.execute('runmenu:run-all')")
+            marker = page.locator(MARKER).first
+            marker.wait_for(timeout=180_000)
+            output = page.locator(".jp-OutputArea-output").filter(has=page.locator(".tc-marker"))
+            output = output.first
+            output.scroll_into_view_if_needed()
+            start = marker.inner_text()
+            assert start.startswith("layer "), f"unexpected marker {start!r}"
+
+            # layer -> the second layer, head -> the second head, query -> position 4
+            # (an option's text has non-breaking spaces; its value is the label as written)
+            layer_label = _dropdown(output, "layer").locator("option").nth(1).get_attribute("value")
+            _choose(page, output, "layer", 1, layer_label)
+            _choose(page, output, "head", 1, "head 1")
+            query_label = _dropdown(output, "query").locator("option").nth(5).get_attribute("value")
+            query_pos = query_label.split(":")[0]
+            _choose(page, output, "query", 5, f"query {query_pos} ")
+            final = output.locator(".tc-marker").inner_text()
+            assert final.startswith(f"{layer_label} · head 1 · query {query_pos} "), final
+
+            watch.assert_clean()
+    finally:
+        context.close()
+        lab.delete_sessions()
