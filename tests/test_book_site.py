@@ -207,7 +207,7 @@ def site_url(site: Path):
     server.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # one Playwright at a time: test_lab_browser.py starts its own
 def browser(site):
     with chromium() as b:
         yield b
