@@ -111,7 +111,9 @@ def label_smoothed_cross_entropy(
 
     ``logits`` ``(N, V)`` or ``(B, T, V)``; ``target`` of the matching leading shape.
     """
-    logits = logits.reshape(-1, logits.shape[-1]).float()
+    logits = logits.reshape(-1, logits.shape[-1])
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()  # half precision: compute the loss in float32 (float64 stays float64)
     target = target.reshape(-1)
     logp = F.log_softmax(logits, dim=-1)
     nll = -logp.gather(-1, target.clamp(min=0)[:, None]).squeeze(-1)  # -log p(right token)
