@@ -292,7 +292,8 @@ class Transformer(nn.Module):
         memory = memory.expand(k, -1, -1)
         src_pad = (src == c.pad_id).expand(k, -1)
         seqs = torch.full((k, 1), c.bos_id, dtype=torch.long, device=src.device)
-        scores = torch.full((k,), float("-inf"), device=src.device)
+        dtype = torch.promote_types(memory.dtype, torch.float32)  # scores in float32, or float64 for a float64 model
+        scores = torch.full((k,), float("-inf"), device=src.device, dtype=dtype)
         scores[0] = 0.0  # all beams start identical: expand only the first
         caches = [KVCache() for _ in self.decoder]
         finished: list[tuple[float, list[int]]] = []
@@ -302,7 +303,7 @@ class Transformer(nn.Module):
 
         while seqs.shape[1] < max_len and len(finished) < k:
             logits, _, _ = self.decode(seqs[:, -1:], memory, src_pad, caches)
-            logp = F.log_softmax(self._no_specials(logits[:, -1].float()), dim=-1)  # (k, V)
+            logp = F.log_softmax(self._no_specials(logits[:, -1].to(dtype)), dim=-1)  # (k, V)
             cand = (scores[:, None] + logp).flatten()  # (k * V,)
             top_scores, top_idx = cand.topk(min(2 * k, cand.numel()))
             V = logp.shape[-1]
@@ -330,7 +331,7 @@ class Transformer(nn.Module):
             for cache in caches:
                 cache.reorder(index)
             seqs = torch.cat([seqs[index], torch.tensor(keep_tok, device=src.device)[:, None]], dim=1)
-            scores = torch.tensor(keep_score, device=src.device)
+            scores = torch.tensor(keep_score, device=src.device, dtype=dtype)
         if not finished:  # nothing reached EOS within max_len: take the live beams as they are
             finished = [
                 (s / penalty(seqs.shape[1] - 1), seqs[b].tolist())
