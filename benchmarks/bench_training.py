@@ -111,7 +111,9 @@ def make_hf(s: Shape, context: int) -> nn.Module:
     config = GPT2Config(
         vocab_size=s.vocab_size, n_positions=context, n_embd=s.d_model, n_layer=s.n_layer, n_head=s.n_head,
         activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=0, eos_token_id=0, pad_token_id=0,
+        # no end-of-text token: generation must run all its steps, and no token may be suppressed
+        # (HF's min_new_tokens would otherwise forbid one token that greedy decoding might pick)
+        bos_token_id=None, eos_token_id=None, pad_token_id=0,
     )
     return GPT2LMHeadModel._from_config(config, attn_implementation="sdpa")
 
@@ -128,8 +130,10 @@ class HFLogits(nn.Module):
 
 
 # --------------------------------------------------------------------------- measuring
-def training_step_fn(model: nn.Module, s: Shape, seed: int = 0) -> Callable[[], None]:
-    """One update of ``model`` on a fixed random batch: forward, cross-entropy, backward, AdamW."""
+def training_step_fn(model: nn.Module, s: Shape, seed: int = 0, bf16: bool = False) -> Callable[[], None]:
+    """One update of ``model`` on a fixed random batch: forward, cross-entropy, backward, AdamW.
+
+    ``bf16``: run forward and backward under bfloat16 autocast (the weights stay float32)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randint(s.vocab_size, (s.batch, s.context), generator=g)
     y = torch.randint(s.vocab_size, (s.batch, s.context), generator=g)
@@ -141,8 +145,9 @@ def training_step_fn(model: nn.Module, s: Shape, seed: int = 0) -> Callable[[], 
     model.train()
 
     def step() -> None:
-        logits = model(x)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -179,16 +184,14 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, rounds:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def matmul_peak(n: int = 2048, rounds: int = 7) -> float:
-    """This machine's float32 matmul rate in FLOP/s: median time of an (n x n) @ (n x n) product."""
+PEAK_N = 2048
+PEAK = "(float32 matmul)"
+
+
+def matmul_fn(n: int = PEAK_N) -> Callable[[], None]:
+    """An (n x n) @ (n x n) float32 product: 2·n³ FLOPs, the machine's best case."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    times = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+    return lambda: torch.mm(a, b)
 
 
 def training_flops_per_token(model: GPT, s: Shape) -> float:
@@ -227,15 +230,19 @@ def generation_fns(s: Shape, new_tokens: int, prompt_len: int) -> tuple[dict[str
 
 # --------------------------------------------------------------------------- the report
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
+    """The CPU's name, family/model and whether it has bfloat16 instructions (from /proc/cpuinfo)."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return cpu
+        return platform.processor() or "unknown CPU"
+    flags = info.get("flags", "").split()
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    bf16 = ", bfloat16 instructions" if "avx512_bf16" in flags or "amx_bf16" in flags else ""
+    return (f"{info.get('model name', 'unknown CPU')} (family {info.get('cpu family', '?')}, "
+            f"model {info.get('model', '?')}; {vector}{bf16})")
 
 
 def run(args: argparse.Namespace) -> str:
@@ -252,7 +259,8 @@ def run(args: argparse.Namespace) -> str:
         print(text, flush=True)
         lines.append(text)
 
-    out(f"- machine: {machine()}, {threads} torch threads")
+    out(f"- machine: {machine()}; {threads} torch thread{'s' if threads > 1 else ''} "
+        f"of {os.cpu_count()} cores")
     out(f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"transformers {_version('transformers')}; date {datetime.date.today().isoformat()}")
     out(f"- mode: {'--quick' if quick else 'full'} (training: {warmup} warm-up updates, median of {rounds} "
@@ -260,11 +268,9 @@ def run(args: argparse.Namespace) -> str:
         f"generation: median of {args.gen_rounds} rounds)")
     out(f"- load average at the start (1, 5, 15 min): {_load()} -- above the core count means other "
         f"programs competed for the CPU and every number below is lower than this machine can do")
-    peak = matmul_peak()
-    out(f"- float32 matmul peak (2048 x 2048, median): {peak / 1e9:.1f} GFLOP/s")
     out()
 
-    verdicts = []
+    verdicts, peaks = [], []
     out("### Training (forward + backward + AdamW)")
     out()
     out("| shape | model | tokens/s | vs nn.TransformerEncoder | vs HF GPT-2 | MFU |")
@@ -281,8 +287,14 @@ def run(args: argparse.Namespace) -> str:
         if not quick:
             torch.manual_seed(0)
             fns["transformer_core, via Trainer"] = trainer_step_fn(make_core(s, s.context), s)
+            torch.manual_seed(0)
+            fns["transformer_core, bf16 autocast"] = training_step_fn(make_core(s, s.context), s, bf16=True)
+        # The matmul peak takes its turns with the models, so that it meets the same machine they do.
+        fns[PEAK] = matmul_fn()
         # the large shape's updates take seconds each: fewer of them still give a stable median
         secs = interleaved_medians(fns, warmup, rounds, iters) if s is SMALL else interleaved_medians(fns, 2, 5, 1)
+        peak = 2 * PEAK_N**3 / secs.pop(PEAK)
+        peaks.append(f"{s.name}: {peak / 1e9:.1f}")
         tps = {name: s.tokens / t for name, t in secs.items()}
         flops = training_flops_per_token(core, s)
         label = f"{s.name}: L{s.n_layer} D{s.d_model} H{s.n_head} T{s.context} B{s.batch}"
@@ -295,7 +307,9 @@ def run(args: argparse.Namespace) -> str:
                          tps["transformer_core"] / tps["nn.TransformerEncoder"], 1.0))
         verdicts.append((f"training ({s.name}) >= 1.2x HF GPT-2", tps["transformer_core"] / tps["HF GPT-2"], 1.2))
     out()
-    out(f"MFU = tokens/s x (6·N + 12·L·T·D) / matmul peak; N = parameters in matrix multiplies "
+    out(f"MFU = tokens/s x (6·N + 12·L·T·D) / matmul peak; peak = median rate of a {PEAK_N} x {PEAK_N} "
+        f"float32 `torch.mm`, timed in turn with the models (GFLOP/s, {'; '.join(peaks)}); "
+        f"N = parameters in matrix multiplies "
         f"(transformer_core small: {training_flops_per_token(make_core(SMALL, SMALL.context), SMALL) / 1e6:.1f} "
         f"MFLOP per token).")
     out()
