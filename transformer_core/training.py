@@ -17,7 +17,7 @@ chapter 09 trains with ``loss_fn=lambda model, batch: model.loss(*batch)``.
 
 The longer way keeps the :class:`Trainer`, to train in pieces, evaluate, save and resume::
 
-    trainer = Trainer(model, config, train_ids, val_ids)
+    trainer = Trainer(model, train_ids, val_ids, config)
     trainer.fit(until=100)          # the first 100 updates
     trainer.save_checkpoint("run.pt")
     trainer.fit()                   # on to config.max_steps
@@ -565,6 +565,7 @@ class Trainer:
         return self
 
     def load_state_dict(self, state: dict, source: str = "the checkpoint") -> None:
+        """Restore from a dict made by :meth:`state_dict` (``source`` names it in error messages)."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{source} was not written by Trainer.save_checkpoint (format {CHECKPOINT_FORMAT!r})")
         if state["model_class"] != type(self.model).__name__:
