@@ -2,17 +2,25 @@
 
 Each module holds one concept and is built step by step in a chapter:
 
-=====================  =================================================  =======
-module                 what it holds                                      chapter
-=====================  =================================================  =======
-``attention``          scaled dot-product and multi-head attention        01, 02
-``positional``         sinusoidal, learned and rotary positions           03
-``layers``, ``blocks`` feed-forward, LayerNorm/RMSNorm, pre/post-norm     04
-``gpt``                the GPT model, GPT-2 weights                       05
-``sampling``           greedy, temperature, top-k, top-p                  08
-``transformer``        the paper's encoder-decoder, beam search           09
-``checkpoint``         saving and loading models                          07
-=====================  =================================================  =======
+======================  =================================================  =======
+module                  what it holds                                      chapter
+======================  =================================================  =======
+``attention``           scaled dot-product and multi-head attention, KV    01, 02
+                        cache, grouped-query attention
+``positional``          sinusoidal, learned and rotary positions           03
+``layers``, ``blocks``  feed-forward, LayerNorm/RMSNorm, pre/post-norm     04
+``gpt``                 the GPT model, GPT-2 weights                       05
+``grammar``, ``data``   the story corpus, its grammar, batches, tasks      06
+``tokenizers``          character and byte-level BPE tokenizers            06
+``training``            the training loop, optimiser groups, checkpoints   07
+``schedules``           warm-up + cosine and the paper's schedule          07
+``sampling``            greedy, temperature, top-k, top-p                  08
+``transformer``         the paper's encoder-decoder, beam search           09
+``distributed``         data-parallel training under torchrun              12
+``checkpoint``          saving and loading a model with its config         07
+``viz``                 attention heatmaps and interactive explorers       01-12
+``exercises``           the auto-checks of every chapter's exercises       all
+======================  =================================================  =======
 """
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
