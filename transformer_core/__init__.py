@@ -16,6 +16,7 @@ module                  what it holds                                      chapt
 ``schedules``           warm-up + cosine and the paper's schedule          07
 ``sampling``            greedy, temperature, top-k, top-p                  08
 ``transformer``         the paper's encoder-decoder, beam search           09
+``interpret``           head scores: previous-token, induction, entropy    10
 ``distributed``         data-parallel training under torchrun              12
 ``checkpoint``          saving and loading a model with its config         07
 ``viz``                 attention heatmaps and interactive explorers       01-12
