@@ -95,7 +95,7 @@ check-pairing: install ## every chapter .ipynb and its .md twin hold the same ce
 	@echo "==> notebook pairing (.ipynb <-> .md)"
 	@$(BIN)/python -m pytest -q --no-header -p no:cacheprovider tests/test_notebook_pairing.py
 
-test: lint check-pairing ## ruff, pairing, then pytest: tests/ (browser tests too) and every chapter through nbval
+test: lint check-pairing toc ## ruff, pairing, then pytest: tests/ (browser tests too) and every chapter through nbval
 	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); failed=0; \
 	echo "==> pytest tests"; \
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS) || $(PYTEST_OK) || failed=1; \
