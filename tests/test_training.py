@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 
 import pytest
 import torch
@@ -355,6 +356,13 @@ def test_damaged_or_mismatched_checkpoints_fail_clearly(tmp_path):
     truncated.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match="damaged"):
         Trainer(tiny_gpt(), IDS, config=quiet()).load_checkpoint(truncated)
+    # Noise makes the unpickler fail in many ways (IndexError, KeyError, ...): all are one clear error.
+    noise = tmp_path / "noise.pt"
+    for size in (1, 7, 64, 4096):
+        for seed in range(10):
+            noise.write_bytes(random.Random(seed).randbytes(size))
+            with pytest.raises(ValueError, match="damaged"):
+                Trainer(tiny_gpt(), IDS, config=quiet()).load_checkpoint(noise)
 
     with pytest.raises(FileNotFoundError):
         Trainer(tiny_gpt(), IDS, config=quiet()).load_checkpoint(tmp_path / "missing.pt")
