@@ -30,7 +30,7 @@ PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt -e ".[book,dev]" 
 # Chapter notebooks, found when a recipe runs (others may add chapters at any time).
 FIND_NOTEBOOKS := find chapters -name '*.ipynb' -not -path '*/.*' -not -path '*/_build/*' 2>/dev/null | sort
 FIRST_PAGE := chapters/00_how_to_use_this_book.ipynb
-LINT_PATHS = $(wildcard transformer_core tests benchmarks chapters scripts _ext)
+LINT_PATHS = $(wildcard conftest.py transformer_core tests benchmarks chapters scripts _ext)
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT)
 # Chapters are executed for commit with the explorers in static mode (every view pre-rendered,
