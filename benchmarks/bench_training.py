@@ -3,6 +3,7 @@
     python benchmarks/bench_training.py            # the full run (a few minutes on two cores)
     python benchmarks/bench_training.py --quick    # a short, rougher run
     python benchmarks/bench_training.py --record   # ... and write the results into benchmarks/README.md
+    python benchmarks/bench_training.py --device cuda   # only on the GPU (default: CPU, and CUDA if present)
 
 Contenders, all with the same shape, GELU, pre-norm, a tied embedding, std-0.02 initialisation and
 denormal flushing (see benchmarks/README.md for why):
@@ -16,6 +17,10 @@ updates, then the contenders take turns (round-robin, so that a slow moment of a
 all of them alike) and the median of the timed rounds counts. Generation: 256 new tokens, batch 1,
 greedy, from a 16-token prompt, with and without the KV cache, and HF's ``generate``. Model FLOP
 utilisation: the training FLOP/s achieved over this machine's measured float32 matmul rate.
+
+Where CUDA is available the same measurements run on the GPU too, in a section of their own (there the
+mixed-precision row uses float16 autocast with a GradScaler, as the Trainer does on CUDA, and every
+timing waits for the GPU to finish).
 """
 
 from __future__ import annotations
@@ -130,13 +135,18 @@ class HFLogits(nn.Module):
 
 
 # --------------------------------------------------------------------------- measuring
-def training_step_fn(model: nn.Module, s: Shape, seed: int = 0, bf16: bool = False) -> Callable[[], None]:
+def training_step_fn(model: nn.Module, s: Shape, seed: int = 0, amp: bool = False,
+                     device: str = "cpu") -> Callable[[], None]:
     """One update of ``model`` on a fixed random batch: forward, cross-entropy, backward, AdamW.
 
-    ``bf16``: run forward and backward under bfloat16 autocast (the weights stay float32)."""
+    ``amp``: run forward and backward under autocast (the weights stay float32): bfloat16 on the CPU,
+    float16 with a GradScaler on CUDA."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randint(s.vocab_size, (s.batch, s.context), generator=g)
-    y = torch.randint(s.vocab_size, (s.batch, s.context), generator=g)
+    x = torch.randint(s.vocab_size, (s.batch, s.context), generator=g).to(device)
+    y = torch.randint(s.vocab_size, (s.batch, s.context), generator=g).to(device)
+    model.to(device)
+    amp_dtype = torch.float16 if device == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device == "cuda")
     # the same optimizer for everyone (the fused kernel where this PyTorch has it)
     try:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -145,33 +155,42 @@ def training_step_fn(model: nn.Module, s: Shape, seed: int = 0, bf16: bool = Fal
     model.train()
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=amp_dtype, enabled=amp):
             logits = model(x)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
 
     return step
 
 
-def trainer_step_fn(model: GPT, s: Shape) -> Callable[[], None]:
+def trainer_step_fn(model: GPT, s: Shape, device: str = "cpu") -> Callable[[], None]:
     """One update through transformer_core's Trainer (batch sampling, clipping and schedule included)."""
     from transformer_core.training import TrainConfig, Trainer
 
     data = torch.randint(s.vocab_size, (200_000,))
     config = TrainConfig(max_steps=10**9, batch_size=s.batch, lr=1e-4, warmup_steps=0, eval_interval=0,
-                         log_interval=10**9, progress=False, device="cpu")
+                         log_interval=10**9, progress=False, device=device)
     trainer = Trainer(model, data, config=config)
     trainer.model.train()
     return trainer.train_step
 
 
-def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, rounds: int, iters: int) -> dict[str, float]:
+def synchronize(device: str) -> None:
+    """Wait for the GPU: CUDA kernels run asynchronously, a timer would stop before they finish."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, rounds: int, iters: int,
+                        device: str = "cpu") -> dict[str, float]:
     """Median seconds per call of each function; the functions take turns in every round."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    synchronize(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for r in range(rounds):
@@ -180,6 +199,7 @@ def interleaved_medians(fns: dict[str, Callable[[], None]], warmup: int, rounds:
             t0 = time.perf_counter()
             for _ in range(iters):
                 fns[name]()
+            synchronize(device)
             times[name].append((time.perf_counter() - t0) / iters)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
@@ -188,9 +208,9 @@ PEAK_N = 2048
 PEAK = "(float32 matmul)"
 
 
-def matmul_fn(n: int = PEAK_N) -> Callable[[], None]:
+def matmul_fn(n: int = PEAK_N, device: str = "cpu") -> Callable[[], None]:
     """An (n x n) @ (n x n) float32 product: 2·n³ FLOPs, the machine's best case."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     return lambda: torch.mm(a, b)
 
 
@@ -207,12 +227,14 @@ def training_flops_per_token(model: GPT, s: Shape) -> float:
     return 6 * n + 12 * s.n_layer * s.context * s.d_model
 
 
-def generation_fns(s: Shape, new_tokens: int, prompt_len: int) -> tuple[dict[str, Callable[[], torch.Tensor]], bool]:
+def generation_fns(s: Shape, new_tokens: int, prompt_len: int,
+                   device: str = "cpu") -> tuple[dict[str, Callable[[], torch.Tensor]], bool]:
     """Greedy generation with transformer_core (cache on/off) and HF, all with the same weights."""
     context = prompt_len + new_tokens
     hf = make_hf(s, context).eval()
-    core = GPT.from_hf_gpt2(hf).eval()  # the very same weights: the tokens must agree too
-    prompt = torch.randint(s.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    core = GPT.from_hf_gpt2(hf).eval().to(device)  # the very same weights: the tokens must agree too
+    hf.to(device)
+    prompt = torch.randint(s.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0)).to(device)
     fns = {
         "transformer_core, KV cache": lambda: core.generate(prompt, new_tokens, greedy=True, use_cache=True),
         "transformer_core, no cache": lambda: core.generate(prompt, new_tokens, greedy=True, use_cache=False),
@@ -229,6 +251,12 @@ def generation_fns(s: Shape, new_tokens: int, prompt_len: int) -> tuple[dict[str
 
 
 # --------------------------------------------------------------------------- the report
+def gpu() -> str:
+    """The GPU's name, memory and compute capability."""
+    p = torch.cuda.get_device_properties(0)
+    return f"{p.name} ({p.total_memory / 2**30:.0f} GiB, compute capability {p.major}.{p.minor})"
+
+
 def machine() -> str:
     """The CPU's name, family/model and whether it has bfloat16 instructions (from /proc/cpuinfo)."""
     info: dict[str, str] = {}
@@ -245,7 +273,7 @@ def machine() -> str:
             f"model {info.get('model', '?')}; {vector}{bf16})")
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: argparse.Namespace, device: str = "cpu") -> str:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     torch.set_flush_denormal(True)  # the same for all: no contender pays for denormal floats
     torch.manual_seed(0)
@@ -253,12 +281,15 @@ def run(args: argparse.Namespace) -> str:
     quick = args.quick
     rounds, iters, warmup = (3, 1, 1) if quick else (7, 2, 3)
     shapes = [SMALL] if quick else [SMALL, LARGE]
+    amp_name = "fp16 autocast" if device == "cuda" else "bf16 autocast"
     lines = []
 
     def out(text: str = "") -> None:
         print(text, flush=True)
         lines.append(text)
 
+    if device == "cuda":
+        out(f"- device: {gpu()}; float32 matmuls without TF32 (PyTorch's default)")
     out(f"- machine: {machine()}; {threads} torch thread{'s' if threads > 1 else ''} "
         f"of {os.cpu_count()} cores")
     out(f"- torch {torch.__version__}, Python {platform.python_version()}, "
@@ -271,7 +302,7 @@ def run(args: argparse.Namespace) -> str:
     out()
 
     verdicts, peaks = [], []
-    out("### Training (forward + backward + AdamW)")
+    out("#### Training (forward + backward + AdamW)")
     out()
     out("| shape | model | tokens/s | vs nn.TransformerEncoder | vs HF GPT-2 | MFU |")
     out("|---|---|---:|---:|---:|---:|")
@@ -283,16 +314,18 @@ def run(args: argparse.Namespace) -> str:
             "nn.TransformerEncoder": TorchEncoderGPT(s, s.context),
             "HF GPT-2": HFLogits(make_hf(s, s.context)),
         }
-        fns = {name: training_step_fn(m, s) for name, m in models.items()}
+        fns = {name: training_step_fn(m, s, device=device) for name, m in models.items()}
         if not quick:
             torch.manual_seed(0)
-            fns["transformer_core, via Trainer"] = trainer_step_fn(make_core(s, s.context), s)
+            fns["transformer_core, via Trainer"] = trainer_step_fn(make_core(s, s.context), s, device=device)
             torch.manual_seed(0)
-            fns["transformer_core, bf16 autocast"] = training_step_fn(make_core(s, s.context), s, bf16=True)
+            fns[f"transformer_core, {amp_name}"] = training_step_fn(make_core(s, s.context), s, amp=True,
+                                                                     device=device)
         # The matmul peak takes its turns with the models, so that it meets the same machine they do.
-        fns[PEAK] = matmul_fn()
+        fns[PEAK] = matmul_fn(device=device)
         # the large shape's updates take seconds each: fewer of them still give a stable median
-        secs = interleaved_medians(fns, warmup, rounds, iters) if s is SMALL else interleaved_medians(fns, 2, 5, 1)
+        secs = (interleaved_medians(fns, warmup, rounds, iters, device) if s is SMALL
+                else interleaved_medians(fns, 2, 5, 1, device))
         peak = 2 * PEAK_N**3 / secs.pop(PEAK)
         peaks.append(f"{s.name}: {peak / 1e9:.1f}")
         tps = {name: s.tokens / t for name, t in secs.items()}
@@ -314,12 +347,13 @@ def run(args: argparse.Namespace) -> str:
         f"MFLOP per token).")
     out()
 
-    out(f"### Generation ({args.new_tokens} new tokens, batch 1, greedy, {args.prompt_len}-token prompt, "
+    out(f"#### Generation ({args.new_tokens} new tokens, batch 1, greedy, {args.prompt_len}-token prompt, "
         f"small shape with context {args.prompt_len + args.new_tokens})")
     out()
-    fns, same = generation_fns(SMALL, args.new_tokens, args.prompt_len)
+    fns, same = generation_fns(SMALL, args.new_tokens, args.prompt_len, device)
     with torch.no_grad():
-        secs = interleaved_medians(fns, warmup=0, rounds=args.gen_rounds, iters=1)
+        secs = interleaved_medians(fns, warmup=0 if device == "cpu" else 1, rounds=args.gen_rounds, iters=1,
+                                   device=device)
     out("| method | seconds | tokens/s | speed-up over no cache |")
     out("|---|---:|---:|---:|")
     base = secs["transformer_core, no cache"]
@@ -333,7 +367,7 @@ def run(args: argparse.Namespace) -> str:
     verdicts.append(("KV cache no slower than HF generate (ratio = HF time / ours)",
                      secs["HF generate, KV cache"] / cache, 1.0))
 
-    out("### Goals")
+    out("#### Goals")
     out()
     out("| goal | measured | met |")
     out("|---|---:|:---:|")
@@ -379,12 +413,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--prompt-len", type=int, default=16)
     p.add_argument("--gen-rounds", type=int, default=None)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default): the CPU, then the GPU too where CUDA is available")
     args = p.parse_args(argv)
     if args.gen_rounds is None:
         args.gen_rounds = 1 if args.quick else 3
     if not math.isfinite(args.new_tokens) or args.new_tokens < 1:
         sys.exit("--new-tokens must be >= 1")
-    results = run(args)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: this PyTorch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                 "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+    devices = {"auto": ["cpu"] + (["cuda"] if torch.cuda.is_available() else []),
+               "cpu": ["cpu"], "cuda": ["cuda"]}[args.device]
+    sections = []
+    for device in devices:
+        title = "### CPU" if device == "cpu" else "### GPU (CUDA)"
+        print(title, flush=True)
+        sections.append(f"{title}\n\n{run(args, device)}")
+    results = "\n\n".join(sections)
     if args.record:
         record(results)
 
