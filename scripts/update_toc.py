@@ -5,7 +5,8 @@
     python scripts/update_toc.py --check   # exit 1 when _toc.yml lists other files
 
 The first page is chapters/00_how_to_use_this_book; then every other chapters/NN_*.ipynb in
-order of its number; then the notebooks in chapters/solutions/ as the part "Solutions".
+order of its number: 01-12 as the part "Chapters", 13 onward as "Beyond the paper"; then the
+notebooks in chapters/solutions/ as the part "Solutions".
 Only notebooks that exist are listed: `jupyter-book build -W` fails on a missing file, and with
 only_build_toc_files a notebook left out of _toc.yml silently drops out of the site.
 """
@@ -29,17 +30,34 @@ HEADER = """\
 """
 
 
+# Chapters 01-12 build the paper's Transformer and the GPT; 13 onward go beyond the paper.
+LAST_PAPER_CHAPTER = 12
+
+
+def chapter_number(path: str) -> int:
+    """The NN of chapters/NN_topic (a name without a number sorts with the paper's chapters)."""
+    stem = path.rsplit("/", 1)[-1]
+    head = stem.split("_", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
 def notebooks(folder: Path) -> list[str]:
     return [p.relative_to(REPO).with_suffix("").as_posix() for p in sorted(folder.glob("*.ipynb"))]
 
 
 def render() -> str:
     chapters = [c for c in notebooks(REPO / "chapters") if c != ROOT]
+    paper = [c for c in chapters if chapter_number(c) <= LAST_PAPER_CHAPTER]
+    beyond = [c for c in chapters if chapter_number(c) > LAST_PAPER_CHAPTER]
     solutions = notebooks(REPO / "chapters" / "solutions")
     lines = [HEADER, "format: jb-book", f"root: {ROOT}"]
     parts = [
         (caption, files)
-        for caption, files in (("Chapters", chapters), ("Solutions", solutions))
+        for caption, files in (
+            ("Chapters", paper),
+            ("Beyond the paper", beyond),
+            ("Solutions", solutions),
+        )
         if files
     ]
     if parts:
