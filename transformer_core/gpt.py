@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .attention import KVCache
 from .blocks import TransformerBlock
+from .efficient_attention import ATTENTION_KINDS, make_attention
 from .layers import ACTIVATIONS, make_norm
 from .positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
 from .sampling import check_sampling_args, sample_next_token
@@ -49,6 +50,8 @@ class GPTConfig:
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
     n_kv_head: int | None = None
+    attention: str = "full"  # or "sliding_window" (needs window) or "linear": chapter 14
+    window: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
@@ -75,6 +78,14 @@ class GPTConfig:
             raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
         if self.positional == "rotary" and (self.d_model // self.n_head) % 2:
             raise ValueError("rotary positions need an even head width d_model // n_head")
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        if self.attention == "sliding_window":
+            if self.window is None:
+                raise ValueError("attention='sliding_window' needs window=... (how many keys each query sees)")
+            _positive_int("window", self.window)
+        elif self.window is not None:
+            raise ValueError(f"window={self.window!r} is only used with attention='sliding_window', not {self.attention!r}")
 
     @property
     def head_dim(self) -> int:
@@ -134,6 +145,11 @@ class GPT(nn.Module):
             )
             for _ in range(c.n_layer)
         )
+        if c.attention != "full":  # the same block with another attention inside (chapter 14)
+            for block in self.blocks:
+                block.attn = make_attention(
+                    c.attention, c.d_model, c.n_head, c.window, c.dropout, c.bias, c.n_kv_head, rotary
+                )
         # pre-norm stacks need a final norm: the residual stream itself was never normalised
         self.ln_f = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias) if c.norm_first else nn.Identity()
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
