@@ -8,7 +8,8 @@ controls: each time the marker text above the heatmap must change to the new cho
 heatmap image with it. Every request that leaves this machine is blocked and counted; console
 errors fail the test. Screenshots of a failing run go to test-artifacts/.
 
-The notebook is tests/data/attention_explorer_lab.ipynb (a tiny untrained GPT).
+The notebooks: tests/data/attention_explorer_lab.ipynb (a tiny untrained GPT) and chapter 10,
+which trains its models and then opens explorers on them.
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ SERVER_CONFIG = {
 }
 
 
-# The chapters' explorers are checked in the static site (tests/test_book_site.py). Here a small
-# notebook drives the live explorer: a chapter that trains a model first made run-all in Lab hang
-# past every timeout on a loaded machine, and a hung test would stall the whole suite.
-NOTEBOOKS = [TEST_NOTEBOOK]
+# Chapter 10 is the chapter a reader opens to browse trained models' attention: run-all trains its
+# models in the kernel and then shows live explorers. The small notebook in tests/data drives the
+# explorer on an untrained GPT, seconds to run, so a failure there is the widget, not the chapter.
+CHAPTER = REPO / "chapters" / "10_looking_inside.ipynb"
+NOTEBOOKS = [TEST_NOTEBOOK, CHAPTER]
+
+# Every wait is bounded, so a stuck kernel or page fails the test with a screenshot instead of
+# stalling the suite. Running a chapter trains models: allow it a generous multiple of its minute.
+OPEN_TIMEOUT_MS = 120_000
+RUN_ALL_TIMEOUT_MS = 480_000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -216,21 +223,41 @@ def test_attention_explorer_live_in_jupyterlab(notebook: Path, lab: Lab, browser
     try:
         with screenshot_on_failure(page, f"lab-{notebook.stem}"):
             page.goto(f"{lab.url}/lab/tree/{rel}?token={TOKEN}", wait_until="load")
+            # The notebook panel, its file loaded and its kernel started and idle. (Polled: an
+            # `await sessionContext.ready` inside page.evaluate has no timeout of its own.)
             page.wait_for_function(
-                "() => window.jupyterapp && jupyterapp.shell.currentWidget"
-                " && jupyterapp.shell.currentWidget.sessionContext",
-                timeout=60_000,
+                """() => {
+                    const panel = window.jupyterapp && jupyterapp.shell.currentWidget;
+                    const kernel = panel && panel.sessionContext
+                        && panel.sessionContext.session && panel.sessionContext.session.kernel;
+                    return panel && panel.context && panel.context.isReady
+                        && kernel && kernel.status === 'idle';
+                }""",
+                timeout=OPEN_TIMEOUT_MS,
             )
-            page.evaluate(
-                """async () => {
-                    const panel = jupyterapp.shell.currentWidget;
-                    await panel.context.ready;
-                    await panel.sessionContext.ready;
-                }"""
+            # A committed chapter holds its outputs (explorers included): clear them, so that the
+            # explorer found below is the one this kernel draws.
+            page.evaluate("() => jupyterapp.commands.execute('editmenu:clear-all')")
+            page.wait_for_function(
+                "() => document.querySelectorAll('.jp-OutputArea-output').length === 0",
+                timeout=OPEN_TIMEOUT_MS,
             )
-            page.evaluate("() => jupyterapp.commands.execute('runmenu:run-all')")
+            page.evaluate("() => { jupyterapp.commands.execute('runmenu:run-all'); }")
             marker = page.locator(MARKER).first
-            marker.wait_for(timeout=180_000)
+            marker.wait_for(timeout=RUN_ALL_TIMEOUT_MS)
+            # The kernel answers the explorer's controls only between cells: wait until run-all has
+            # finished (every code cell numbered again, the kernel idle) before touching them.
+            page.wait_for_function(
+                """() => {
+                    const panel = jupyterapp.shell.currentWidget;
+                    const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+                    const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+                    return kernel && kernel.status === 'idle'
+                        && cells.every(c => c.model.executionCount !== null);
+                }""",
+                timeout=RUN_ALL_TIMEOUT_MS,
+                polling=500,
+            )
             output = page.locator(".jp-OutputArea-output").filter(has=page.locator(".tc-marker"))
             output = output.first
             output.scroll_into_view_if_needed()
