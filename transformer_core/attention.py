@@ -157,7 +157,7 @@ def scaled_dot_product_attention(
         # The common cases need no mask tensor at all: a square causal pattern is the fused kernel's
         # own ``is_causal``, and a single query (a decoding step with a KV cache) sits at the end
         # of the keys, where it may see every one of them.
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=T_q > 1, scale=scale)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=bool(T_q > 1), scale=scale)
         return out, None
     mask = _combine_masks(attn_mask, key_padding_mask, is_causal, (B, H, T_q, T_k), q.device, q.dtype)
 
