@@ -621,3 +621,27 @@ def test_save_html_embeds_the_views_and_their_jslinks(attn, tmp_path, blank_figu
     assert models.count("LinkModel") == len(ex.links) == 4
     assert models.count("StackModel") == len(ex.stacks)
     assert models.count("ImageModel") == len(ex.views)
+
+
+def test_from_model_with_the_books_encoder_decoder(blank_figures):
+    from transformer_core import Transformer, TransformerConfig
+
+    torch.manual_seed(0)
+    cfg = TransformerConfig(src_vocab_size=12, tgt_vocab_size=12, d_model=16, n_head=2, d_ff=32,
+                            n_encoder_layers=2, n_decoder_layers=1, max_len=32, dropout=0.0)
+    model = Transformer(cfg)
+    src, tgt = [3, 1, 4, 1, 5], [2, 7, 1]
+    _, attn = model(torch.tensor([src]), torch.tensor([tgt]), return_attention=True)
+
+    cross = AttentionExplorer.from_model(model, src, target=tgt, attention_key="cross")
+    assert cross.weights.shape == (1, 2, 3, 5)  # (decoder layers, heads, target queries, source keys)
+    assert cross.tokens == ["3", "1", "4", "1", "5"] and cross.query_tokens == ["2", "7", "1"]
+    np.testing.assert_allclose(cross.weights, attn.cross[:, 0].detach().numpy(), atol=1e-6)
+
+    decoder = AttentionExplorer.from_model(model, src, target=tgt, attention_key="decoder", mask="causal")
+    assert decoder.weights.shape == (1, 2, 3, 3) and decoder.tokens == ["2", "7", "1"]
+    encoder = AttentionExplorer.from_model(model, src, target=tgt, attention_key="encoder")
+    assert encoder.weights.shape == (2, 2, 5, 5) and encoder.tokens == ["3", "1", "4", "1", "5"]
+
+    with pytest.raises(ValueError, match="attention_key"):
+        AttentionExplorer.from_model(model, src, target=tgt)

@@ -296,6 +296,8 @@ class AttentionExplorer(_FigureExplorer):
         tokenizer: Any = None,
         *,
         attention_key: str | None = None,
+        target: Any = None,
+        target_tokenizer: Any = None,
         **kwargs: Any,
     ) -> AttentionExplorer:
         """Run ``model(idx, return_attention=True)`` on one sequence and explore its attention.
@@ -306,6 +308,13 @@ class AttentionExplorer(_FigureExplorer):
         ``torch.no_grad()`` and is put back in its previous mode. If the model returns attention
         as a mapping or NamedTuple (e.g. encoder self / decoder self / cross), name the one to
         explore with ``attention_key``. Other keyword arguments go to :class:`AttentionExplorer`.
+
+        An encoder-decoder (the book's :class:`~transformer_core.Transformer`) takes a source and a
+        target: pass the source as ``text_or_ids`` and the decoder's input as ``target`` (text,
+        encoded with ``target_tokenizer``, which defaults to ``tokenizer``, or ids); the model runs
+        as ``model(src, tgt, return_attention=True)``. Then ``attention_key="encoder"`` explores
+        the source attending to itself, ``"decoder"`` the target to itself (causal) and
+        ``"cross"`` the target's queries over the source's keys.
         """
         import torch
 
@@ -314,12 +323,20 @@ class AttentionExplorer(_FigureExplorer):
         first = next(iter(params()), None) if callable(params) else None
         device = first.device if first is not None else torch.device("cpu")
         idx = torch.tensor([ids], dtype=torch.long, device=device)
+        tgt_ids = None
+        if target is not None:
+            target_tokenizer = tokenizer if target_tokenizer is None else target_tokenizer
+            tgt_ids = _encode_input(target, target_tokenizer)
+            tgt_idx = torch.tensor([tgt_ids], dtype=torch.long, device=device)
         was_training = getattr(model, "training", None)
         if was_training is not None:
             model.eval()
         try:
             with torch.no_grad():
-                out = model(idx, return_attention=True)
+                if tgt_ids is None:
+                    out = model(idx, return_attention=True)
+                else:
+                    out = model(idx, tgt_idx, return_attention=True)
         finally:
             if was_training is not None:
                 model.train(was_training)
@@ -335,10 +352,18 @@ class AttentionExplorer(_FigureExplorer):
                     "attention_key=..."
                 )
             attn = attn[attention_key]
-        if tokenizer is not None:
-            tokens = [tokenizer.decode([i]) for i in ids]
-        else:
-            tokens = [str(i) for i in ids]
+
+        def labels(seq: list[int], tok: Any) -> list[str]:
+            return [tok.decode([i]) for i in seq] if tok is not None else [str(i) for i in seq]
+
+        tokens = labels(ids, tokenizer)
+        if tgt_ids is not None:
+            tgt_tokens = labels(tgt_ids, target_tokenizer)
+            n_queries, n_keys = int(attn.shape[-2]), int(attn.shape[-1])
+            if (n_queries, n_keys) == (len(tgt_ids), len(ids)):  # cross: target queries, source keys
+                kwargs.setdefault("query_tokens", tgt_tokens)
+            elif (n_queries, n_keys) == (len(tgt_ids), len(tgt_ids)):  # the decoder's self-attention
+                tokens = tgt_tokens
         return cls(attn, tokens, **kwargs)
 
     # -- state ------------------------------------------------------------------------------------
