@@ -29,3 +29,19 @@ def run_check(name: str, body: Callable[[], None]) -> bool:
         return False
     print(f"✓ {name}: correct. Well done!")
     return True
+
+
+def run_seeded_check(name: str, body: Callable[[], None], seed: int = 0) -> bool:
+    """:func:`run_check` with the check's own random numbers: seeded, and kept apart from the reader's.
+
+    The body runs inside ``torch.random.fork_rng`` after ``torch.manual_seed(seed)``, so the check's
+    inputs are the same every time and running it leaves the reader's random state as it was.
+    """
+    import torch  # here, so that checks without random numbers do not need torch at import
+
+    def isolated() -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            body()
+
+    return run_check(name, isolated)

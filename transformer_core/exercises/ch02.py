@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import MultiHeadAttention, scaled_dot_product_attention
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_split_heads",
@@ -23,17 +24,6 @@ __all__ = [
     "check_causal_mask",
     "check_multi_query_attention",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _same(a: Tensor, b: Tensor, atol: float = 1e-5) -> bool:

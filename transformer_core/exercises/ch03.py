@@ -15,20 +15,10 @@ import torch
 from torch import Tensor
 
 from ..positional import apply_rotary, sinusoidal_encoding
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = ["check_sinusoidal_pe", "check_rotate_pairs", "check_wavelength"]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _need_tensor(value: object, what: str) -> Tensor:

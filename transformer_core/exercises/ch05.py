@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from ..gpt import GPT, GPTConfig
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_gpt_parameter_count",
@@ -25,17 +26,6 @@ __all__ = [
     "check_causal_logits",
     "gpt_parameter_count",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _number(value: object, what: str) -> float:

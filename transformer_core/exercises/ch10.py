@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from ..interpret import attention_entropy, induction_score, previous_token_score
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_previous_token_score",
@@ -23,17 +24,6 @@ __all__ = [
     "check_attention_entropy",
     "check_top_head",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _random_causal(*shape: int, seed: int = 0) -> Tensor:

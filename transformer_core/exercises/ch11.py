@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers import RMSNorm
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_rms_norm",
@@ -26,17 +27,6 @@ __all__ = [
     "check_expand_kv",
     "gqa_kv_cache_bytes",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _close(a: Tensor, b: Tensor, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
