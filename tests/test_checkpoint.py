@@ -202,6 +202,6 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_save_model_refuses_other_modules(tmp_path):
-    with pytest.raises(TypeError, match="saves GPT or Transformer models, got Linear"):
+    with pytest.raises(TypeError, match="saves GPT, Transformer or BERT models, got Linear"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()

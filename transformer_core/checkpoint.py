@@ -19,10 +19,11 @@ FORMAT = "transformer_core.model/1"
 
 
 def _model_classes() -> dict[str, tuple[type, type]]:
+    from .encoder_only import BERT, BERTConfig
     from .gpt import GPT, GPTConfig
     from .transformer import Transformer, TransformerConfig
 
-    return {"GPT": (GPT, GPTConfig), "Transformer": (Transformer, TransformerConfig)}
+    return {"GPT": (GPT, GPTConfig), "Transformer": (Transformer, TransformerConfig), "BERT": (BERT, BERTConfig)}
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -34,7 +35,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     """
     name = type(model).__name__
     if name not in _model_classes():
-        raise TypeError(f"save_model saves GPT or Transformer models, got {name}")
+        raise TypeError(f"save_model saves GPT, Transformer or BERT models, got {name}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
