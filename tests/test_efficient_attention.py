@@ -356,3 +356,15 @@ def test_gpt_config_refuses_bad_attention_options():
         GPTConfig(**base, attention="sliding_window", window=0)
     with pytest.raises(ValueError, match="only used with attention='sliding_window'"):
         GPTConfig(**base, window=4)
+
+
+def test_a_sliding_window_gpt_saves_and_loads_with_its_attention(tmp_path):
+    cfg = GPTConfig(vocab_size=11, context_length=16, n_layer=1, n_head=2, d_model=8,
+                    attention="sliding_window", window=3)
+    torch.manual_seed(0)
+    model = GPT(cfg).eval()
+    model.save(tmp_path / "m.pt")
+    loaded = GPT.load(tmp_path / "m.pt").eval()
+    assert loaded.config == cfg and isinstance(loaded.blocks[0].attn, SlidingWindowAttention)
+    idx = torch.randint(11, (1, 16))
+    assert_close(loaded(idx), model(idx), atol=0, rtol=0)
