@@ -2,33 +2,42 @@
 
 Each module holds one concept and is built step by step in a chapter:
 
-======================  =================================================  =======
-module                  what it holds                                      chapter
-======================  =================================================  =======
-``attention``           scaled dot-product and multi-head attention, KV    01, 02
-                        cache, grouped-query attention
-``positional``          sinusoidal, learned and rotary positions           03
-``layers``, ``blocks``  feed-forward, LayerNorm/RMSNorm, pre/post-norm     04
-``gpt``                 the GPT model, GPT-2 weights                       05
-``grammar``, ``data``   the story corpus, its grammar, batches, tasks      06
-``tokenizers``          character and byte-level BPE tokenizers            06
-``training``            the training loop, optimiser groups, checkpoints   07
-``schedules``           warm-up + cosine and the paper's schedule          07
-``sampling``            greedy, temperature, top-k, top-p                  08
-``transformer``         the paper's encoder-decoder, beam search           09
-``interpret``           head scores: previous-token, induction, entropy    10
-``distributed``         data-parallel training under torchrun              12
-``checkpoint``          saving and loading a model with its config         07
-``viz``                 attention heatmaps and interactive explorers       01-12
-``exercises``           the auto-checks of every chapter's exercises       all
-======================  =================================================  =======
+========================  =================================================  =======
+module                    what it holds                                      chapter
+========================  =================================================  =======
+``attention``             scaled dot-product and multi-head attention, KV    01, 02
+                          cache, grouped-query attention
+``positional``            sinusoidal, learned and rotary positions           03
+``layers``, ``blocks``    feed-forward, LayerNorm/RMSNorm, pre/post-norm     04
+``gpt``                   the GPT model, GPT-2 weights                       05
+``grammar``, ``data``     the story corpus, its grammar, batches, tasks      06
+``tokenizers``            character and byte-level BPE tokenizers            06
+``training``              the training loop, optimiser groups, checkpoints   07
+``schedules``             warm-up + cosine and the paper's schedule          07
+``sampling``              greedy, temperature, top-k, top-p                  08
+``transformer``           the paper's encoder-decoder, beam search           09
+``interpret``             head scores: previous-token, induction, entropy    10
+``distributed``           data-parallel training under torchrun              12
+``checkpoint``            saving and loading a model with its config         07
+``encoder_only``          a BERT-style encoder, masked-language modelling    13
+``efficient_attention``   sliding-window and linear attention                14
+``moe``                   mixture-of-experts feed-forward, MoE GPT           15
+``memory``                activation checkpointing, saved-activation meter   16
+``deploy``                int8 quantization, ONNX export and ONNX Runtime    16
+``viz``                   attention heatmaps and interactive explorers       all
+``exercises``             the auto-checks of every chapter's exercises       all
+========================  =================================================  =======
 """
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from .blocks import DecoderLayer, EncoderLayer, TransformerBlock
 from .checkpoint import load_model, save_model
+from .efficient_attention import LinearAttention, SlidingWindowAttention
+from .encoder_only import BERT, BERTConfig
 from .gpt import GPT, GPTConfig
 from .layers import FeedForward, RMSNorm
+from .memory import enable_activation_checkpointing
+from .moe import MoEFeedForward, MoEGPT, MoEGPTConfig
 from .positional import (
     LearnedPositionalEmbedding,
     RotaryEmbedding,
@@ -68,4 +77,12 @@ __all__ = [
     "label_smoothed_cross_entropy",
     "save_model",
     "load_model",
+    "BERT",
+    "BERTConfig",
+    "SlidingWindowAttention",
+    "LinearAttention",
+    "MoEFeedForward",
+    "MoEGPT",
+    "MoEGPTConfig",
+    "enable_activation_checkpointing",
 ]
