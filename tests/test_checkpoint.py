@@ -43,6 +43,20 @@ def test_gpt_round_trip(tmp_path, overrides):
     torch.testing.assert_close(again(IDX), model(IDX), atol=0, rtol=0)
 
 
+def test_moe_gpt_round_trip(tmp_path):
+    from transformer_core.moe import MoEGPT, MoEGPTConfig
+
+    torch.manual_seed(0)
+    model = MoEGPT(MoEGPTConfig(vocab_size=40, context_length=16, n_layer=2, n_head=2, d_model=16,
+                                n_experts=4, expert_top_k=2, capacity_factor=1.25)).eval()
+    path = tmp_path / "moe.pt"
+    model.save(path)
+    loaded = MoEGPT.load(path)
+    assert isinstance(loaded, MoEGPT) and loaded.config == model.config
+    torch.testing.assert_close(loaded(IDX), model(IDX), atol=0, rtol=0)
+    assert isinstance(load_model(path), MoEGPT)
+
+
 def test_transformer_round_trip_with_extra(tmp_path):
     model = transformer()
     path = save_model(model, tmp_path / "sub" / "mt.pt", extra={"step": 12, "vocab": ["<pad>", "a"]})
@@ -202,6 +216,6 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_save_model_refuses_other_modules(tmp_path):
-    with pytest.raises(TypeError, match="saves GPT, Transformer or BERT models, got Linear"):
+    with pytest.raises(TypeError, match="saves GPT, Transformer, BERT, MoEGPT models, got Linear"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()

@@ -21,9 +21,15 @@ FORMAT = "transformer_core.model/1"
 def _model_classes() -> dict[str, tuple[type, type]]:
     from .encoder_only import BERT, BERTConfig
     from .gpt import GPT, GPTConfig
+    from .moe import MoEGPT, MoEGPTConfig
     from .transformer import Transformer, TransformerConfig
 
-    return {"GPT": (GPT, GPTConfig), "Transformer": (Transformer, TransformerConfig), "BERT": (BERT, BERTConfig)}
+    return {
+        "GPT": (GPT, GPTConfig),
+        "Transformer": (Transformer, TransformerConfig),
+        "BERT": (BERT, BERTConfig),
+        "MoEGPT": (MoEGPT, MoEGPTConfig),
+    }
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = None) -> Path:
@@ -35,7 +41,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
     """
     name = type(model).__name__
     if name not in _model_classes():
-        raise TypeError(f"save_model saves GPT, Transformer or BERT models, got {name}")
+        raise TypeError(f"save_model saves {', '.join(_model_classes())} models, got {name}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
