@@ -205,13 +205,13 @@ def test_overfits_one_batch():
     inputs, labels = mask_tokens(x, MASK, V, SPECIALS, mask_prob=0.3, generator=torch.Generator().manual_seed(0))
     assert (labels != IGNORE_INDEX).sum() >= 3
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    first = float(model.loss(inputs, labels))
+    first = model.loss(inputs, labels).item()
     for _ in range(150):
         loss = model.loss(inputs, labels)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert first > 3.0 and float(loss) < 0.05, (first, float(loss))
+    assert first > 3.0 and loss.item() < 0.05, (first, loss.item())
 
 
 # ------------------------------------------------------------------------------------- tokenizer, fill-mask
