@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..encoder_only import BERT, IGNORE_INDEX, BERTConfig, mlm_loss
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_bert_mask",
@@ -29,17 +30,6 @@ __all__ = [
     "check_pseudo_log_likelihood",
     "pseudo_log_likelihood",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _pair(out: object, what: str, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:

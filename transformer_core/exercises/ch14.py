@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..efficient_attention import linear_attention, linear_attention_quadratic, sliding_window_mask
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_window_mask",
@@ -26,17 +27,6 @@ __all__ = [
     "receptive_field",
     "window_score_count",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _close(a: Tensor, b: Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:

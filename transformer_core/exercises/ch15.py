@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from ..layers import FeedForward
 from ..moe import load_balancing_loss, route_top_k
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = [
     "check_top_k_gates",
@@ -27,17 +28,6 @@ __all__ = [
     "check_dispatch",
     "moe_parameters",
 ]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 def _close(a: Tensor, b: Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:

@@ -16,20 +16,10 @@ from torch import Tensor, nn
 
 from ..deploy import quantize_per_row
 from ..memory import SavedTensorMeter
-from ._checker import Feedback, run_check
+from ._checker import Feedback
+from ._checker import run_seeded_check as _check
 
 __all__ = ["check_quantize_symmetric", "check_saved_bytes", "check_run_checkpointed"]
-
-
-def _check(name: str, body: Callable[[], None]) -> bool:
-    """run_check with the checks' random numbers kept apart from the reader's."""
-
-    def isolated() -> None:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            body()
-
-    return run_check(name, isolated)
 
 
 # ------------------------------------------------------------------------------- quantization
