@@ -68,6 +68,10 @@ def test_transformer_round_trip_with_extra(tmp_path):
     torch.testing.assert_close(loaded(SRC, TGT), model(SRC, TGT), atol=0, rtol=0)
     assert loaded.out_proj.weight is loaded.tgt_emb.weight
     assert torch.equal(loaded.greedy_decode(SRC, 8), model.greedy_decode(SRC, 8))
+    again = Transformer.load(model.save(tmp_path / "mt2.pt"))  # the method pair, as GPT has it
+    torch.testing.assert_close(again(SRC, TGT), model(SRC, TGT), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="holds a Transformer, not a GPT"):
+        GPT.load(path)
 
 
 def test_loaded_weights_are_trainable_copies(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["save_model", "load_model", "FORMAT"]
+__all__ = ["save_model", "load_model", "SavesToFile", "FORMAT"]
 
 FORMAT = "transformer_core.model/1"
 
@@ -95,3 +95,24 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
         raise ValueError(f"the weights in {path} do not match its config: {err}") from err
     model.to(map_location)
     return (model, payload.get("extra", {})) if return_extra else model
+
+
+class SavesToFile:
+    """``model.save(path)`` and ``Model.load(path)`` for the package's models, one file each.
+
+    Mixed into :class:`~transformer_core.GPT`, :class:`~transformer_core.Transformer` and
+    :class:`~transformer_core.BERT` (and so into their subclasses): thin wrappers of
+    :func:`save_model` and :func:`load_model`.
+    """
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the config and weights to one file (see :func:`save_model`)."""
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+        """Load a file written by :meth:`save`; a file that holds another kind of model is an error."""
+        model = load_model(path, map_location=map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .blocks import EncoderLayer
+from .checkpoint import SavesToFile
 from .layers import ACTIVATIONS, make_norm
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .validation import check_token_ids
@@ -399,7 +400,7 @@ class BERTConfig:
         return cls(**d)
 
 
-class BERT(nn.Module):
+class BERT(SavesToFile, nn.Module):
     """A BERT-style encoder with its masked-language-modelling head.
 
     ``model(idx)`` maps token ids ``(B, T)`` to logits ``(B, T, vocab_size)``: at every position, the
@@ -499,22 +500,6 @@ class BERT(nn.Module):
     def loss(self, inputs: Tensor, labels: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         """The masked-LM loss of :func:`mlm_loss` on ``(inputs, labels)`` from :func:`mask_tokens`."""
         return mlm_loss(self(inputs, key_padding_mask), labels)
-
-    # -- saving -----------------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write the config and weights to one file (see :func:`transformer_core.checkpoint.save_model`)."""
-        from .checkpoint import save_model
-
-        save_model(self, path)
-
-    @classmethod
-    def load(cls, path, map_location="cpu") -> BERT:
-        from .checkpoint import load_model
-
-        model = load_model(path, map_location=map_location)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
-        return model
 
 
 # ---------------------------------------------------------------------------------- fill-mask

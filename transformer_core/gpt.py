@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from .attention import KVCache
 from .blocks import TransformerBlock
+from .checkpoint import SavesToFile
 from .efficient_attention import ATTENTION_KINDS, make_attention
 from .layers import ACTIVATIONS, make_norm
 from .positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
@@ -115,7 +116,7 @@ class GPTConfig:
         return cls(**d)
 
 
-class GPT(nn.Module):
+class GPT(SavesToFile, nn.Module):
     """A decoder-only Transformer language model.
 
     ``model(idx)`` maps token ids ``(B, T)`` to next-token logits ``(B, T, vocab_size)``;
@@ -310,22 +311,6 @@ class GPT(nn.Module):
         dtype = sd["wte.weight"].dtype  # copy exactly: a float64 (or float16) GPT-2 stays so
         model = cls(cfg).to(dtype)
         model.load_state_dict(_convert_gpt2_state_dict(sd, n_layer, dtype))
-        return model
-
-    # ------------------------------------------------------------------ saving
-    def save(self, path) -> None:
-        """Write the config and weights to one file (see :func:`transformer_core.checkpoint.save_model`)."""
-        from .checkpoint import save_model
-
-        save_model(self, path)
-
-    @classmethod
-    def load(cls, path, map_location="cpu") -> GPT:
-        from .checkpoint import load_model
-
-        model = load_model(path, map_location=map_location)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
         return model
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from .attention import KVCache
 from .blocks import DecoderLayer, EncoderLayer
+from .checkpoint import SavesToFile
 from .layers import make_norm
 from .positional import SinusoidalPositionalEncoding
 from .validation import check_token_ids
@@ -125,7 +126,7 @@ def label_smoothed_cross_entropy(
     return loss.mean()
 
 
-class Transformer(nn.Module):
+class Transformer(SavesToFile, nn.Module):
     """The paper's encoder-decoder. ``model(src, tgt)`` -> logits ``(B, T_tgt, tgt_vocab_size)``.
 
     ``src`` ``(B, S)`` and ``tgt`` ``(B, T)`` are int64 ids; positions holding ``config.pad_id`` are
