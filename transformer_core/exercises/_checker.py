@@ -31,6 +31,23 @@ def run_check(name: str, body: Callable[[], None]) -> bool:
     return True
 
 
+def need_number(value: object, what: str) -> float:
+    """The reader's function returned ``value``: one number (int, float or one-element tensor), as a float.
+
+    Anything else raises :class:`Feedback` saying what came back instead (``None`` usually means a
+    forgotten ``return``).
+    """
+    if value is None:
+        raise Feedback(f"{what} returned None: did you forget a `return`?")
+    if hasattr(value, "numel") and hasattr(value, "shape"):  # a torch tensor
+        if value.numel() != 1:
+            raise Feedback(f"{what} should return one number, got a tensor of shape {tuple(value.shape)}")
+        return float(value.detach())
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Feedback(f"{what} should return a number, got {type(value).__name__}")
+    return float(value)
+
+
 def run_seeded_check(name: str, body: Callable[[], None], seed: int = 0) -> bool:
     """:func:`run_check` with the check's own random numbers: seeded, and kept apart from the reader's.
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..gpt import GPT, GPTConfig
-from ._checker import Feedback
+from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 
 __all__ = [
@@ -26,16 +26,6 @@ __all__ = [
     "check_causal_logits",
     "gpt_parameter_count",
 ]
-
-
-def _number(value: object, what: str) -> float:
-    if value is None:
-        raise Feedback(f"{what} returned None: did you forget a `return`?")
-    if isinstance(value, Tensor) and value.numel() == 1:
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Feedback(f"{what} should return a number, got {type(value).__name__}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------------- parameter count
@@ -89,7 +79,7 @@ def check_gpt_parameter_count(count: Callable[[int, int, int, int], int]) -> boo
 
     def body() -> None:
         def f(V: int, T: int, L: int, D: int) -> float:
-            return _number(count(V, T, L, D), "your function")
+            return need_number(count(V, T, L, D), "your function")
 
         V, T, L, D = 100, 32, 2, 16
         base = f(V, T, L, D)
@@ -156,7 +146,7 @@ def check_uniform_loss(uniform_loss: Callable[[int], float]) -> bool:
 
     def body() -> None:
         for V in (2, 96, 50257):
-            got = _number(uniform_loss(V), "uniform_loss")
+            got = need_number(uniform_loss(V), "uniform_loss")
             want = float(nn.functional.cross_entropy(torch.zeros(1, V), torch.tensor([0])))
             if math.isclose(got, want, rel_tol=1e-4):
                 continue
@@ -251,7 +241,7 @@ def check_causal_logits(max_change_before: Callable[[nn.Module, Tensor, int], fl
         idx = torch.randint(20, (2, 10))
         for t in (1, 4, 9):
             idx_before = idx.clone()
-            got = _number(max_change_before(model, idx, t), "max_change_before")
+            got = need_number(max_change_before(model, idx, t), "max_change_before")
             if not torch.equal(idx, idx_before):
                 raise Feedback(
                     "max_change_before changed the caller's idx in place. Change a copy: "
@@ -266,7 +256,7 @@ def check_causal_logits(max_change_before: Callable[[nn.Module, Tensor, int], fl
                     "sees the new token, and so do the positions after it."
                 )
         for t in (1, 4, 9):
-            got = _number(max_change_before(peeking, idx, t), "max_change_before")
+            got = need_number(max_change_before(peeking, idx, t), "max_change_before")
             if not torch.equal(idx, idx_before):
                 raise Feedback("max_change_before changed the caller's idx in place. Change a copy: idx.clone().")
             if got <= 1e-4:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..gpt import GPT, GPTConfig
 from ..schedules import warmup_cosine
 from ..training import configure_optimizer
-from ._checker import Feedback
+from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 
 __all__ = [
@@ -29,16 +29,6 @@ __all__ = [
     "check_accumulate_gradients",
     "check_clip_grad_norm",
 ]
-
-
-def _number(value: object, what: str) -> float:
-    if value is None:
-        raise Feedback(f"{what} returned None: did you forget a `return`?")
-    if isinstance(value, Tensor) and value.numel() == 1:
-        return float(value.detach())
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Feedback(f"{what} should return a number, got {type(value).__name__}")
-    return float(value)
 
 
 def _close(a: float, b: float) -> bool:
@@ -51,7 +41,7 @@ def _schedule_case(schedule: Callable, warmup: int, max_steps: int, max_lr: floa
     args = f"warmup_steps={warmup}, max_steps={max_steps}, max_lr={max_lr:g}, min_lr={min_lr:g}"
 
     def lr(step: int) -> float:
-        return _number(schedule(step, warmup, max_steps, max_lr, min_lr), "your schedule")
+        return need_number(schedule(step, warmup, max_steps, max_lr, min_lr), "your schedule")
 
     start, peak, end = lr(0), lr(warmup), lr(max_steps)
     if not _close(start, 0.0):
@@ -325,7 +315,7 @@ def check_accumulate_gradients(accumulate: Callable[[nn.Module, list], object]) 
                     "For each micro-batch: loss = cross-entropy of model(x) and y, divided by the number of "
                     "micro-batches; loss.backward()."
                 )
-            value = _number(loss, "your function")
+            value = need_number(loss, "your function")
             if math.isclose(value, k * big_loss, rel_tol=1e-4):
                 raise Feedback(
                     f"the gradients are right, but you return {value:.4f}, the *sum* of the {k} micro-batch "
@@ -409,7 +399,7 @@ def check_clip_grad_norm(clip: Callable[[list, float], object]) -> bool:
                     f"after clipping to max_norm = {max_norm:g} the gradients should be the originals times "
                     f"{factor:.4g} (global norm {min(total, max_norm):.4g}); yours have global norm {new_norm:.4g}."
                 )
-            value = _number(returned, "your function")
+            value = need_number(returned, "your function")
             if factor < 1 and math.isclose(value, max_norm, rel_tol=1e-4):
                 raise Feedback(
                     f"the gradients are clipped right, but you return the norm after clipping ({value:.4g}). "

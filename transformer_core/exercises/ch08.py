@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..sampling import filter_top_k, filter_top_p
-from ._checker import Feedback, run_check
+from ._checker import Feedback, need_number, run_check
 
 __all__ = [
     "check_temperature_probs",
@@ -343,14 +343,7 @@ def check_kv_cache_bytes(reader_kv_cache_bytes: Callable) -> bool:
     """Exercise 4: ``kv_cache_bytes(n_layer, d_model, seq_len, batch_size=1, bytes_per_value=4)``."""
 
     def value(**kwargs) -> float:
-        out = reader_kv_cache_bytes(**kwargs)
-        if out is None:
-            raise Feedback("kv_cache_bytes returned None: did you forget the `return`?")
-        if isinstance(out, Tensor) and out.numel() == 1:
-            out = out.item()
-        if isinstance(out, bool) or not isinstance(out, (int, float)):
-            raise Feedback(f"return a number of bytes, got {type(out).__name__}")
-        return float(out)
+        return need_number(reader_kv_cache_bytes(**kwargs), "kv_cache_bytes")
 
     def body() -> None:
         # every factor different, so that each missing factor gives a different answer

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checker import Feedback
+from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 
 __all__ = [
@@ -26,18 +26,6 @@ __all__ = [
     "check_beam_score",
     "check_exact_match",
 ]
-
-
-def _number(value: object, what: str) -> float:
-    if value is None:
-        raise Feedback(f"{what} returned None: did you forget a `return`?")
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise Feedback(f"{what} should return one number, got a tensor of shape {tuple(value.shape)}")
-        return float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Feedback(f"{what} should return a number, got {type(value).__name__}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- cross-attention mask
@@ -226,7 +214,7 @@ def check_beam_score(beam_score: Callable[..., float]) -> bool:
         got = []
         for lp, n, a in _POINTS:
             try:
-                got.append(_number(beam_score(lp, n, a), "beam_score"))
+                got.append(need_number(beam_score(lp, n, a), "beam_score"))
             except ZeroDivisionError:
                 raise Feedback(
                     f"beam_score({lp}, {n}, alpha={a}) divided by zero. With α = 0 the penalty must be "
@@ -313,11 +301,11 @@ def check_exact_match(exact_match: Callable[..., float]) -> bool:
         pred_same = _batch(preds, 10)
         tgt_same = _batch(targets, 10)
         before = (pred_same.clone(), tgt_same.clone())
-        _number(exact_match(pred_same, tgt_same, eos_id=_EOS, pad_id=_PAD), "exact_match")
+        need_number(exact_match(pred_same, tgt_same, eos_id=_EOS, pad_id=_PAD), "exact_match")
         if not (torch.equal(pred_same, before[0]) and torch.equal(tgt_same, before[1])):
             raise Feedback("exact_match changed its inputs in place; leave pred and target as they were.")
         try:
-            _number(exact_match(_batch(preds, 11), _batch(targets, 8), eos_id=_EOS, pad_id=_PAD), "exact_match")
+            need_number(exact_match(_batch(preds, 11), _batch(targets, 8), eos_id=_EOS, pad_id=_PAD), "exact_match")
         except Feedback:
             raise
         except Exception as err:
@@ -330,7 +318,7 @@ def check_exact_match(exact_match: Callable[..., float]) -> bool:
         # one row at a time, with different widths, to see which cases the answer gets wrong
         verdicts = {}
         for p, t, _right, name in _ROWS:
-            v = _number(exact_match(_batch([p], len(p) + 2), _batch([t], len(t) + 1), eos_id=_EOS, pad_id=_PAD),
+            v = need_number(exact_match(_batch([p], len(p) + 2), _batch([t], len(t) + 1), eos_id=_EOS, pad_id=_PAD),
                         "exact_match")
             if v not in (0.0, 1.0):
                 raise Feedback(
@@ -369,7 +357,7 @@ def check_exact_match(exact_match: Callable[..., float]) -> bool:
 
         # the whole batch: a share, not a count
         n_right = sum(r for _, _, r, _ in _ROWS)
-        got = _number(exact_match(_batch(preds, 11), _batch(targets, 8), eos_id=_EOS, pad_id=_PAD), "exact_match")
+        got = need_number(exact_match(_batch(preds, 11), _batch(targets, 8), eos_id=_EOS, pad_id=_PAD), "exact_match")
         if math.isclose(got, n_right):
             raise Feedback(
                 f"for a batch of {len(_ROWS)} rows, {n_right} of them right, you returned {got:g}: a count. "

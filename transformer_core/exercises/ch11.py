@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..layers import RMSNorm
-from ._checker import Feedback
+from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 
 __all__ = [
@@ -210,11 +210,7 @@ def check_gqa_kv_cache_bytes(reader: Callable[..., int]) -> bool:
         out = reader(**kwargs)
         if out is None:
             raise Feedback("gqa_kv_cache_bytes returned None: did you forget the `return`?")
-        if isinstance(out, Tensor) and out.numel() == 1:
-            out = out.item()
-        if isinstance(out, bool) or not isinstance(out, (int, float)):
-            raise Feedback(f"return a number of bytes, got {type(out).__name__}")
-        return float(out)
+        return need_number(out, "gqa_kv_cache_bytes")
 
     def body() -> None:
         # every factor different (and n_head != n_kv_head), so that each slip gives its own answer

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checker import Feedback, run_check
+from ._checker import Feedback, need_number, run_check
 
 __all__ = [
     "check_flops_per_token",
@@ -44,13 +44,7 @@ def tokens_per_update(batch_per_rank: int, grad_accum: int, world_size: int, con
 
 
 def _number(value: object, what: str) -> float:
-    if value is None:
-        raise Feedback(f"{what} returned None: did you forget a `return`?")
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise Feedback(f"{what} should return a number, got {type(value).__name__}")
-    value = float(value)
+    value = need_number(value, what)
     if not math.isfinite(value):
         raise Feedback(f"{what} returned {value}")
     return value
