@@ -12,6 +12,7 @@ module                    what it holds                                      cha
 ``gpt``                   the GPT model, GPT-2 weights                       05
 ``grammar``, ``data``     the story corpus, its grammar, batches, tasks      06
 ``tokenizers``            character and byte-level BPE tokenizers            06
+``floor``                 the corpus's entropy: the lowest loss possible     06
 ``training``              the training loop, optimiser groups, checkpoints   07
 ``schedules``             warm-up + cosine and the paper's schedule          07
 ``sampling``              greedy, temperature, top-k, top-p                  08
@@ -34,6 +35,14 @@ from .blocks import DecoderLayer, EncoderLayer, TransformerBlock
 from .checkpoint import load_model, save_model
 from .efficient_attention import LinearAttention, SlidingWindowAttention
 from .encoder_only import BERT, BERTConfig
+from .floor import (
+    FloorEstimate,
+    corpus_floor,
+    derivation_entropy,
+    hero_entropy,
+    story_log_prob,
+    window_reach,
+)
 from .gpt import GPT, GPTConfig
 from .layers import FeedForward, RMSNorm
 from .memory import enable_activation_checkpointing
@@ -85,4 +94,10 @@ __all__ = [
     "MoEGPT",
     "MoEGPTConfig",
     "enable_activation_checkpointing",
+    "FloorEstimate",
+    "corpus_floor",
+    "derivation_entropy",
+    "hero_entropy",
+    "story_log_prob",
+    "window_reach",
 ]

@@ -666,11 +666,12 @@ def print_record(record: dict) -> None:
     )
 
 
-def plot_history(history: Sequence[dict], ax=None, log_y: bool = False):
+def plot_history(history: Sequence[dict], ax=None, log_y: bool = False, floor: float | None = None):
     """Plot training and validation loss against the step; returns the matplotlib ``Figure``.
 
     Without ``ax`` a new ``matplotlib.figure.Figure`` is made directly (not through pyplot), so
-    nothing is left open in pyplot's list of figures.
+    nothing is left open in pyplot's list of figures. ``floor`` (in the history's loss units, e.g.
+    nats per token from ``transformer_core.floor``) adds a dashed line: no model can go below it.
     """
     from matplotlib.figure import Figure
 
@@ -684,6 +685,9 @@ def plot_history(history: Sequence[dict], ax=None, log_y: bool = False):
     val = [(r["step"], r["val_loss"]) for r in history if r.get("val_loss") is not None]
     if val:
         ax.plot(*zip(*val, strict=True), "o-", label="validation", color="tab:orange", markersize=3)
+    if floor is not None:
+        ax.axhline(float(floor), color="black", linestyle="--", linewidth=1,
+                   label="floor (corpus entropy)")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (cross-entropy, nats)")
     if log_y:
