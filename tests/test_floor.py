@@ -173,3 +173,29 @@ def test_plot_history_draws_the_floor():
     assert list(line.get_ydata()) == [0.3, 0.3] and line.get_linestyle() == "--"
     assert "floor (corpus entropy)" in [t.get_text() for t in ax.get_legend().get_texts()]
     assert not [ln for ln in plot_history(history).axes[0].get_lines() if "floor" in ln.get_label()]
+
+
+def test_committed_floor_matches_fresh_stories():
+    # FLOOR_NATS_PER_STORY came from 50,000 stories (seed 7); 1,500 fresh ones (another seed) must
+    # agree within their combined noise (4 standard errors: a failure means the constant is stale)
+    from transformer_core.floor import FLOOR_NATS_PER_STORY, FLOOR_NATS_PER_STORY_SE
+
+    est = floor.corpus_floor(1500, seed=23)
+    noise = math.hypot(est.se, FLOOR_NATS_PER_STORY_SE)
+    assert abs(est.nats_per_story - FLOOR_NATS_PER_STORY) < 4 * noise
+    assert est.derivation_entropy > FLOOR_NATS_PER_STORY > est.nats_given_hero
+
+
+def test_floor_per_token_and_per_char():
+    from transformer_core.floor import FLOOR_NATS_PER_STORY, chars_per_story, floor_per_token
+
+    per_char = floor_per_token()
+    assert per_char == pytest.approx(FLOOR_NATS_PER_STORY / chars_per_story())
+    assert 0.29 < per_char < 0.31
+    text = data.load_corpus()
+    # one token per character: the per-token floor is the per-character floor, up to the sample's length
+    assert floor_per_token(CharTokenizer.from_text(text)) == pytest.approx(per_char, rel=0.01)
+    words = ByteBPETokenizer.train(text, vocab_size=803)
+    assert floor_per_token(words) == pytest.approx(per_char * len(text) / len(words.encode(text)), rel=0.01)
+    with pytest.raises(ValueError, match="no stories"):
+        floor_per_token(words, text="\n\n")

@@ -33,8 +33,15 @@ from itertools import accumulate, pairwise, product
 
 from .grammar import _HEROES, LEXICON, STORY_GRAMMAR, VOWELS, tokenize_sentence
 
-__all__ = ["FloorEstimate", "corpus_floor", "derivation_entropy", "hero_entropy", "story_log_prob",
+__all__ = ["FLOOR_NATS_PER_STORY", "FLOOR_NATS_PER_STORY_SE", "FloorEstimate", "chars_per_story",
+           "corpus_floor", "derivation_entropy", "floor_per_token", "hero_entropy", "story_log_prob",
            "window_reach"]
+
+# The floor, estimated once with many stories so that the chapters need not wait for it:
+# corpus_floor(50_000, seed=7) (``python -m transformer_core.floor`` recomputes it; a test checks it
+# against fresh stories). Its standard error is small next to the gaps the book measures.
+FLOOR_NATS_PER_STORY = 48.739
+FLOOR_NATS_PER_STORY_SE = 0.083
 
 _G = STORY_GRAMMAR
 _N_BODY = (1, 2, 3, 4)  # rng.randint(1, 4): the number of BODY sentences, uniform
@@ -234,6 +241,32 @@ def _story_expectations() -> tuple[float, float]:
     return h_total, chars
 
 
+def chars_per_story() -> float:
+    """The expected characters per story in the stream, the two "\\n\\n" included: exact."""
+    return _story_expectations()[1]
+
+
+def floor_per_token(tokenizer=None, text: str | None = None) -> float:
+    """The floor in nats per token of ``tokenizer`` (per character without one), from
+    :data:`FLOOR_NATS_PER_STORY`.
+
+    Per character it divides by the exact expected story length. Per token it divides by the
+    tokens per story of ``text`` (default: the committed corpus), each story counted with the blank
+    line that follows it, as a model reads the stream.
+    """
+    if tokenizer is None:
+        return FLOOR_NATS_PER_STORY / chars_per_story()
+    if text is None:
+        from .data import load_corpus
+
+        text = load_corpus()
+    stories = [s for s in text.split("\n\n") if s.strip()]
+    if not stories:
+        raise ValueError("text holds no stories (stories are separated by blank lines)")
+    n_tokens = len(tokenizer.encode("".join(s.strip() + "\n\n" for s in stories)))
+    return FLOOR_NATS_PER_STORY * len(stories) / n_tokens
+
+
 def derivation_entropy() -> float:
     """H(hero, sentence count, every derivation) in nats per story: exact, and an UPPER bound on
     H(story), because the story is a function of them (ambiguity and unseen choices only lower it)."""
@@ -380,3 +413,13 @@ def window_reach(stories: Sequence[str], context: int, tokenizer=None) -> tuple[
             prev = last
     bound = (hero_entropy() + math.log(18)) * cut / total if valid else math.inf
     return reached / total, bound
+
+
+def main() -> None:  # python -m transformer_core.floor: recompute FLOOR_NATS_PER_STORY
+    est = corpus_floor(50_000, seed=7)
+    print(f"FLOOR_NATS_PER_STORY = {est.nats_per_story:.3f}\nFLOOR_NATS_PER_STORY_SE = {est.se:.3f}")
+    print(f"per character: {est.nats_per_char:.4f} (95% interval {est.char_interval[0]:.4f}-{est.char_interval[1]:.4f})")
+
+
+if __name__ == "__main__":
+    main()

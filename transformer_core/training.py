@@ -714,10 +714,13 @@ class LiveLossPlot:
     Args:
         every: redraw every ``every`` records (and whenever a validation loss arrives).
         path: optional file to write the PNG to at every redraw.
+        floor: the lowest loss any model can reach (see ``transformer_core.floor``), drawn dashed.
     """
 
-    def __init__(self, every: int = 1, path: str | os.PathLike | None = None, log_y: bool = False) -> None:
+    def __init__(self, every: int = 1, path: str | os.PathLike | None = None, log_y: bool = False,
+                 floor: float | None = None) -> None:
         self.every = max(1, int(every))
+        self.floor = floor
         self.path = Path(path) if path is not None else None
         self.log_y = log_y
         self.history: list[dict] = []
@@ -733,7 +736,7 @@ class LiveLossPlot:
         """The current plot as PNG bytes."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        fig = plot_history(self.history, log_y=self.log_y)
+        fig = plot_history(self.history, log_y=self.log_y, floor=self.floor)
         FigureCanvasAgg(fig)
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
