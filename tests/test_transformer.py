@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -181,26 +182,74 @@ def strip(row):
 @pytest.mark.parametrize("seed", range(3))
 def test_wide_beam_finds_the_best_sequence_and_beats_greedy(seed):
     """With a beam wider than the search space, beam search is exhaustive: it must return the
-    sequence with the best length-normalised log-probability of all sequences that end in EOS.
+    sequence with the best length-normalised log-probability of all the hypotheses there are: the
+    sequences that end in EOS and those that max_len cuts off (which compete on the same score).
     (For narrow beams "at least as good as greedy" is not guaranteed, so it is not tested.)"""
     vocab, max_len = 5, 5  # choices per step: EOS, 3, 4 -> 15 finished sequences of up to 4 tokens
     model = small(dtype=torch.float64, vocab=vocab, seed=seed)
     src = src_ids(1, 4, seed=seed, vocab=vocab)
-    every = [
+    finished = [
         [BOS, *body, EOS]
         for n in range(max_len - 1)
         for body in itertools.product([3, 4], repeat=n)
     ]
-    scores = {tuple(h): normalised(sequence_logprob(model, src, h), h) for h in every}
+    cut_off = [[BOS, *body] for body in itertools.product([3, 4], repeat=max_len - 1)]  # 16 more
+    scores = {tuple(h): normalised(sequence_logprob(model, src, h), h) for h in finished + cut_off}
     best = max(scores.values())
 
     beam = strip(model.beam_search(src, beam_size=32, max_len=max_len)[0])
-    assert beam[-1] == EOS
     assert scores[tuple(beam)] == pytest.approx(best, abs=1e-5)
+    best_finished = max(scores[tuple(h)] for h in finished)
+    if beam[-1] == EOS:
+        assert scores[tuple(beam)] == pytest.approx(best_finished, abs=1e-5)
 
     greedy = strip(model.greedy_decode(src, max_len=max_len)[0])
-    if greedy[-1] == EOS:
-        assert scores[tuple(beam)] >= scores[tuple(greedy)] - 1e-5
+    assert scores[tuple(beam)] >= scores[tuple(greedy)] - 1e-5  # greedy's output is one of the hypotheses
+
+
+def hand_scored_model(monkeypatch, p_eos_first, p_a_first):
+    """A model whose decoder is replaced by a fixed table: p(next | last token), whatever came before.
+
+    From BOS: EOS with ``p_eos_first``, token 3 with ``p_a_first``, tokens 4 and 5 share the rest.
+    After 3, 4 or 5 the same token follows with probability 0.99 (EOS gets 1/300 of it).
+    """
+    model = small(vocab=6)
+    probs = torch.zeros(6, 6)
+    rest = (1 - p_eos_first - p_a_first) / 2
+    probs[BOS, [EOS, 3, 4, 5]] = torch.tensor([p_eos_first, p_a_first, rest, rest])
+    for tok in (3, 4, 5):
+        probs[tok, [EOS, 3, 4, 5]] = 0.01 / 3
+        probs[tok, tok] = 0.99
+    table = probs.clamp_min(1e-30).log()  # PAD and BOS are removed from the choice anyway
+
+    def decode(tgt, memory, src_pad, caches=None, need_weights=False):
+        logits = table[tgt[:, -1]][:, None, :].expand(-1, tgt.shape[1], -1)
+        return logits, [], []
+
+    monkeypatch.setattr(model, "decode", decode)
+    return model
+
+
+@pytest.mark.parametrize(("length_penalty", "expected"), [
+    (0.6, [BOS, 3, 3, 3]),  # -1.100 / ((5 + 3) / 6) ** 0.6 = -0.926 beats -1.000 / 1
+    (0.0, [BOS, EOS]),      # without the length penalty the short one is better: -1.000 > -1.100
+])
+def test_live_beams_compete_with_finished_ones_at_max_len(monkeypatch, length_penalty, expected):
+    """At max_len the beams still alive are scored like the finished ones, with the same penalty.
+
+    [BOS, EOS] finishes at the first step with log-probability -1.0; [BOS, 3, 3, 3] is cut off by
+    max_len at -1.1. Before the fix the finished one always won, because it had finished."""
+    p_eos = math.exp(-1.0)
+    p_a = math.exp(-1.1 - 2 * math.log(0.99))
+    model = hand_scored_model(monkeypatch, p_eos, p_a)
+    out = model.beam_search(src_ids(1, 4, vocab=6), beam_size=2, max_len=4, length_penalty=length_penalty)
+    assert out[0].tolist() == expected
+
+
+def test_a_strong_finished_hypothesis_still_wins_at_max_len(monkeypatch):
+    model = hand_scored_model(monkeypatch, p_eos_first=0.8, p_a_first=0.15)
+    out = model.beam_search(src_ids(1, 4, vocab=6), beam_size=2, max_len=4)
+    assert out[0].tolist() == [BOS, EOS]
 
 
 @pytest.mark.parametrize("method", ["greedy_decode", "beam_search"])

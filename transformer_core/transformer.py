@@ -268,7 +268,9 @@ class Transformer(SavesToFile, nn.Module):
         """Beam search with the length penalty ``((5 + len) / 6) ** alpha`` the paper used (α = 0.6).
 
         Keeps the ``beam_size`` best partial outputs at each step; a hypothesis ending in EOS is set
-        aside; the search stops when ``beam_size`` hypotheses have finished or at ``max_len``.
+        aside; the search stops when ``beam_size`` hypotheses have finished or at ``max_len``. At
+        ``max_len`` the beams still alive (cut off, without EOS) compete with the finished ones, scored
+        by the same length-normalised log-probability.
         Returns ``(B, L)`` like :meth:`greedy_decode`. ``beam_size=1`` is greedy decoding.
         """
         self._check_max_len(max_len)
@@ -333,8 +335,11 @@ class Transformer(SavesToFile, nn.Module):
                 cache.reorder(index)
             seqs = torch.cat([seqs[index], torch.tensor(keep_tok, device=src.device)[:, None]], dim=1)
             scores = torch.tensor(keep_score, device=src.device, dtype=dtype)
-        if not finished:  # nothing reached EOS within max_len: take the live beams as they are
-            finished = [
+        if seqs.shape[1] >= max_len or not finished:
+            # Out of room: the live beams are hypotheses too, cut off at max_len. They compete with the
+            # finished ones under the same length penalty (a short weak finished one must not win just
+            # because it ended), as they would have had they been allowed to end here.
+            finished += [
                 (s / penalty(seqs.shape[1] - 1), seqs[b].tolist())
                 for b, s in enumerate(scores.tolist())
                 if s > float("-inf")
