@@ -51,6 +51,7 @@ class GPTConfig:
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
     n_kv_head: int | None = None
+    rope_base: float = 10000.0  # RoPE's θ: pair i of a head turns by position · rope_base^(-2i/head_dim)
     attention: str = "full"  # or "sliding_window" (needs window) or "linear": chapter 14
     window: int | None = None
 
@@ -79,6 +80,8 @@ class GPTConfig:
             raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
         if self.positional == "rotary" and (self.d_model // self.n_head) % 2:
             raise ValueError("rotary positions need an even head width d_model // n_head")
+        if isinstance(self.rope_base, bool) or not isinstance(self.rope_base, int | float) or not 1 < self.rope_base < math.inf:
+            raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base!r}")
         if self.attention not in ATTENTION_KINDS:
             raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
         if self.attention == "sliding_window":
@@ -137,7 +140,7 @@ class GPT(SavesToFile, nn.Module):
             self.pos_emb = SinusoidalPositionalEncoding(c.d_model, c.context_length)
         else:
             self.pos_emb = None
-            rotary = RotaryEmbedding(c.head_dim, c.context_length)
+            rotary = RotaryEmbedding(c.head_dim, c.context_length, base=c.rope_base)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             TransformerBlock(
@@ -311,6 +314,45 @@ class GPT(SavesToFile, nn.Module):
         dtype = sd["wte.weight"].dtype  # copy exactly: a float64 (or float16) GPT-2 stays so
         model = cls(cfg).to(dtype)
         model.load_state_dict(_convert_gpt2_state_dict(sd, n_layer, dtype))
+        return model
+
+    # ------------------------------------------------------------------ Llama weights
+    @classmethod
+    def from_hf_llama(cls, model_or_state_dict, config=None) -> GPT:
+        """Build the modern GPT (RMSNorm, SwiGLU, RoPE, no biases) with a Hugging Face Llama's weights.
+
+        Pass a ``LlamaForCausalLM``, or its state dict together with ``config=`` (its ``LlamaConfig``
+        or that config's ``to_dict()``): unlike GPT-2's, a Llama state dict does not say how many
+        heads it has, nor its RoPE θ or its norm's ε. Grouped-query attention, ``rms_norm_eps``,
+        RoPE's θ, ``intermediate_size`` and tied embeddings carry over; what this GPT cannot compute
+        (RoPE scaling, biases, another activation, a head width other than ``hidden_size //
+        num_attention_heads``) is refused with a ``ValueError`` naming the field. Hugging Face rotates
+        the two halves of a head, pairs ``(i, i + d/2)``; the book's RoPE rotates ``(2i, 2i + 1)``:
+        the query and key rows of each head are permuted to match (see :mod:`transformer_core.hf_llama`).
+        Nothing is downloaded here.
+        """
+        from .hf_llama import convert_llama_state_dict, gpt_config_from_llama
+
+        hf_config = getattr(model_or_state_dict, "config", None)
+        if hf_config is not None and not isinstance(model_or_state_dict, Mapping):
+            if config is not None:
+                raise ValueError("config= is only for a bare state dict: a model brings its own config")
+            sd, config = model_or_state_dict.state_dict(), hf_config
+        elif isinstance(model_or_state_dict, Mapping):
+            if config is None:
+                raise ValueError(
+                    "a Llama state dict does not say its number of heads, RoPE θ or norm ε: "
+                    "pass config=model.config (a LlamaConfig, or its to_dict())"
+                )
+            sd = model_or_state_dict
+        else:
+            raise TypeError(
+                f"from_hf_llama takes a LlamaForCausalLM or its state_dict, got {type(model_or_state_dict).__name__}"
+            )
+        cfg = gpt_config_from_llama(config)
+        converted = convert_llama_state_dict(sd, cfg)
+        model = cls(cfg).to(converted["tok_emb.weight"].dtype)  # copy exactly: a float64 Llama stays so
+        model.load_state_dict(converted)
         return model
 
 
