@@ -128,20 +128,25 @@ def text_loss(model: nn.Module, ids: Tensor | list[int], context_length: int | N
     if ids.numel() < 2:
         raise ValueError(f"ids must hold at least 2 tokens to score one prediction, got {ids.numel()}")
     stride = max(1, T // 2)
+    starts = [0]
+    while starts[-1] + T + 1 < ids.numel():
+        starts.append(starts[-1] + stride)
     was_training = model.training
     model.eval()
     try:
-        total, count, start = 0.0, 0, 0
-        while True:
-            window = ids[start : start + T + 1]
-            logp = torch.log_softmax(model(window[None, :-1]).float()[0], dim=-1)
-            nll = -logp.gather(1, window[1:, None])[:, 0]
-            skip = 0 if start == 0 else T - stride  # tokens already scored by the previous window
-            total += float(nll[skip:].double().sum())
-            count += nll.numel() - skip
-            if start + T + 1 >= ids.numel():
-                break
-            start += stride
+        total, count = 0.0, 0
+        # windows of equal length run as one batch; the last (shorter) one runs alone
+        full = [s for s in starts if s + T + 1 <= ids.numel()]
+        groups = [full[i : i + 64] for i in range(0, len(full), 64)]
+        groups += [[s] for s in starts if s + T + 1 > ids.numel()]
+        for group in groups:
+            windows = torch.stack([ids[s : s + T + 1] for s in group]) if len(group) > 1 else ids[group[0] :][: T + 1][None]
+            logp = torch.log_softmax(model(windows[:, :-1]).double(), dim=-1)
+            nll = -logp.gather(2, windows[:, 1:, None])[..., 0]  # (windows, T)
+            for row, s in zip(nll, group, strict=True):
+                skip = 0 if s == 0 else T - stride  # tokens already scored by the previous window
+                total += float(row[skip:].sum())
+                count += row.numel() - skip
     finally:
         model.train(was_training)
     return total / count
