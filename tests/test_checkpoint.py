@@ -205,8 +205,8 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
     def save_then_crash(obj, f, *args, **kwargs):
         real_save(obj, f, *args, **kwargs)
-        with open(f, "r+b") as fh:  # leave a half-written file behind, as a crash would
-            fh.truncate(100)
+        f.seek(0)  # leave a half-written file behind, as a crash would
+        f.truncate(100)
         raise KeyboardInterrupt("interrupted while saving")
 
     monkeypatch.setattr(torch, "save", save_then_crash)

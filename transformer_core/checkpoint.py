@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["save_model", "load_model", "SavesToFile", "FORMAT"]
+__all__ = ["save_model", "load_model", "atomic_torch_save", "SavesToFile", "FORMAT"]
 
 FORMAT = "transformer_core.model/1"
 
@@ -51,15 +51,47 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict | None = N
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` so that ``path`` holds the old file or the whole new one, never half.
+
+    The bytes go to a hidden temporary file beside ``path`` (same folder, same file system), are
+    flushed and fsync'ed to the disk, and only then is the file renamed over ``path`` (atomic); the
+    folder is fsync'ed too, so that the rename itself survives a power cut. A save that fails or is
+    interrupted part-way (an exception, Ctrl-C, a full disk) removes its temporary file and leaves
+    the previous ``path`` as it was; one killed outright leaves a stray ``.NAME.*.tmp`` beside it,
+    never a damaged ``path``. Used by :func:`save_model` and ``Trainer.save_checkpoint``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # Windows: a folder cannot be opened; its renames are durable anyway
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems do not fsync folders
+    finally:
+        os.close(fd)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", return_extra: bool = False):

@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -48,6 +47,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from . import distributed as D
+from .checkpoint import atomic_torch_save
 from .schedules import noam_schedule, warmup_constant, warmup_cosine
 
 __all__ = [
@@ -613,18 +613,7 @@ def _to_cpu(obj):
 
 
 def _atomic_save(state: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)  # atomic: readers see the old file or the new one, never half of one
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_torch_save(state, path)  # the one atomic, fsync'ed write of the package
 
 
 def train(
