@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from transformer_core import (
     DecoderLayer,
@@ -155,7 +155,46 @@ def test_rmsnorm_formula_and_torch_parity():
     # a bfloat16 model: normalised in float32 inside, returned in bfloat16
     y = norm.bfloat16()(x.bfloat16())
     assert y.dtype == torch.bfloat16
-    torch.testing.assert_close(y.float(), expected, atol=0.05, rtol=0.02)
+
+
+def bf16_rmsnorm_relative_errors(forward) -> Tensor:
+    """Relative errors of a bf16 RMSNorm against the exact (float64) one on the same bf16 inputs."""
+    torch.manual_seed(0)
+    d = 512
+    weight = torch.empty(d).uniform_(0.5, 1.5).bfloat16()
+    x = (torch.randn(256, d) * 3 + 1).bfloat16()
+    x64 = x.double()
+    exact = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * weight.double()
+    y = forward(x, weight)
+    assert y.dtype == torch.bfloat16
+    return (y.double() - exact).abs() / exact.abs()
+
+
+# A float32 reduction leaves two roundings to bfloat16 (x * rms, then * weight): each at most half a
+# unit in the last place, 2^-8 of the value, so never more than 2^-7 in all. Squares, mean and rsqrt
+# computed in bfloat16 add roundings of their own and go past it (a running bf16 sum by far).
+TWO_BF16_ROUNDINGS = 2.0**-7 * (1 + 2.0**-7)
+
+
+def test_bf16_rmsnorm_reduces_in_float32():
+    def package(x, weight):
+        norm = RMSNorm(x.shape[-1], eps=1e-6).bfloat16()
+        with torch.no_grad():
+            norm.weight.copy_(weight)
+        return norm(x)
+
+    errors = bf16_rmsnorm_relative_errors(package)
+    assert errors.max() <= TWO_BF16_ROUNDINGS, (
+        f"RMSNorm in bfloat16 is off by up to {errors.max():.3g} of the value, more than two "
+        f"roundings ({TWO_BF16_ROUNDINGS:.3g}): is the mean of squares computed in bfloat16?"
+    )
+
+
+def test_the_bf16_bound_catches_a_norm_computed_in_bf16():
+    def in_bf16(x, weight):  # what the test must reject
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight
+
+    assert bf16_rmsnorm_relative_errors(in_bf16).max() > TWO_BF16_ROUNDINGS
 
 
 def test_make_norm():

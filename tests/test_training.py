@@ -212,12 +212,57 @@ def test_bf16_autocast_on_cpu():
     assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights stay float32
 
 
-def test_fp16_uses_a_gradient_scaler():
-    trainer = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=3, precision="fp16"))
+def test_fp16_takes_steps_and_skips_an_overflowing_one():
+    """The scaler's two jobs: finite steps are taken; a step whose gradients overflowed is skipped
+    (the weights and Adam's state stay as they were) and the scale is lowered (halved)."""
+    overflow_on = {3}  # the third micro-batch's loss is made infinite
+    calls = []
+
+    def loss_fn(model, batch):
+        from transformer_core.training import language_model_loss
+
+        calls.append(len(calls) + 1)
+        loss = language_model_loss(model, batch)
+        return loss * math.inf if len(calls) in overflow_on else loss
+
+    trainer = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=5, precision="fp16"), loss_fn=loss_fn)
     assert trainer.scaler.is_enabled()
+    params = list(trainer.model.parameters())
+
+    def snapshot():
+        return [p.detach().clone() for p in params]
+
+    def adam_steps():
+        steps = {float(trainer.optimizer.state[p]["step"]) for p in params if p in trainer.optimizer.state}
+        assert len(steps) <= 1, steps
+        return steps.pop() if steps else 0
+
+    scale = trainer.scaler.get_scale()
+    for _ in range(2):  # finite steps: the weights move, Adam counts them, the scale is unchanged
+        before = snapshot()
+        trainer.train_step()
+        assert any(not torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True))
+    assert adam_steps() == 2 and trainer.scaler.get_scale() == scale
+
+    before = snapshot()
+    trainer.train_step()  # this one overflows
+    assert all(torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True)), (
+        "an update whose gradients overflowed changed the weights: the scaler did not skip it"
+    )
+    assert adam_steps() == 2, "the optimizer took the overflowing step"
+    assert trainer.scaler.get_scale() == scale * trainer.scaler.get_backoff_factor() < scale
+
+    before = snapshot()
+    trainer.train_step()  # and training goes on at the lower scale
+    assert any(not torch.equal(a, b) for a, b in zip(before, snapshot(), strict=True))
+    assert adam_steps() == 3 and trainer.step == 4
+
+
+def test_fp16_training_runs_through_fit():
+    trainer = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=3, precision="fp16"))
     history = trainer.fit()
-    assert len(history) == 3 and trainer.scaler.get_scale() > 0
-    assert all(math.isfinite(r["train_loss"]) for r in history)
+    assert len(history) == 3 and all(math.isfinite(r["train_loss"]) for r in history)
+    assert float(trainer.optimizer.state[next(trainer.model.parameters())]["step"]) == 3
 
 
 def test_encoder_decoder_trains_through_loss_fn():
