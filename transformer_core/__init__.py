@@ -14,6 +14,8 @@ module                    what it holds                                      cha
 ``tokenizers``            character and byte-level BPE tokenizers            06
 ``floor``                 the corpus's entropy: the lowest loss possible     06
 ``training``              the training loop, optimiser groups, checkpoints   07
+``evaluation``            text loss per token/character, grammatical share   07
+``story_model``           the book's trained story GPT, committed weights    07, 08
 ``schedules``             warm-up + cosine and the paper's schedule          07
 ``sampling``              greedy, temperature, top-k, top-p                  08
 ``transformer``           the paper's encoder-decoder, beam search           09
@@ -54,6 +56,7 @@ from .positional import (
     sinusoidal_encoding,
 )
 from .sampling import sample_next_token
+from .story_model import load_story_model
 from .transformer import (
     Transformer,
     TransformerAttention,
@@ -83,6 +86,7 @@ __all__ = [
     "EncoderLayer",
     "DecoderLayer",
     "sample_next_token",
+    "load_story_model",
     "label_smoothed_cross_entropy",
     "save_model",
     "load_model",
