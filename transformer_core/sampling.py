@@ -34,10 +34,14 @@ def filter_top_k(logits: Tensor, k: int) -> Tensor:
 def filter_top_p(logits: Tensor, p: float) -> Tensor:
     """Nucleus filtering: keep the smallest set of tokens whose probabilities add up to at least ``p``.
 
-    The most likely token is always kept, so ``p`` close to 0 degrades to greedy decoding.
+    The most likely token is always kept, so ``p`` close to 0 degrades to greedy decoding, and
+    ``p = 1`` keeps every token: the logits come back unchanged (summed in floating point, the
+    probabilities can reach 1 before the last token, which would drop the tail).
     """
+    if p >= 1:
+        return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-    probs = torch.softmax(sorted_logits, dim=-1)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)  # float32 even for bf16/fp16 logits
     mass_before = probs.cumsum(dim=-1) - probs  # probability of the tokens ranked above each one
     drop_sorted = mass_before >= p
     drop = drop_sorted.scatter(-1, order, drop_sorted)  # back to vocabulary order
