@@ -392,6 +392,45 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["run.pt"]
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{"lr": 1e-3}, {"batch_size": 8}, {"seed": 1}, {"grad_accum_steps": 2, "precision": "bf16"},
+     {"schedule": "constant", "warmup_steps": 0}, {"betas": (0.9, 0.99)}],
+    ids=["lr", "batch-size", "seed", "accumulation-and-precision", "schedule", "betas"],
+)
+def test_resuming_with_other_training_settings_warns_naming_them(tmp_path, changes):
+    from transformer_core.training import ResumeConfigWarning
+
+    path = tmp_path / "run.pt"
+    first = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=4))
+    first.fit(until=1)
+    first.save_checkpoint(path)
+    other = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=4, **changes))
+    with pytest.warns(ResumeConfigWarning) as caught:
+        other.load_checkpoint(path)
+    (message,) = [str(w.message) for w in caught]
+    for field in changes:
+        assert f"{field} " in message, message
+    assert str(path) in message
+    assert other.step == 1  # it warns, then resumes
+
+
+def test_resuming_with_the_same_settings_or_a_longer_run_does_not_warn(tmp_path):
+    import warnings
+
+    from transformer_core.training import ResumeConfigWarning
+
+    path = tmp_path / "run.pt"
+    first = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=4, checkpoint_path=path))
+    first.fit(until=1)
+    first.save_checkpoint()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeConfigWarning)
+        # longer, evaluated, logged and saved elsewhere: the same updates
+        Trainer(tiny_gpt(), IDS, config=quiet(max_steps=9, eval_interval=3, log_interval=2,
+                                             checkpoint_path=tmp_path / "b.pt")).load_checkpoint(path)
+
+
 def test_damaged_or_mismatched_checkpoints_fail_clearly(tmp_path):
     trainer = Trainer(tiny_gpt(), IDS, config=quiet(max_steps=2))
     trainer.fit()

@@ -35,6 +35,7 @@ import io
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -61,11 +62,21 @@ __all__ = [
     "LiveLossPlot",
     "print_record",
     "CHECKPOINT_FORMAT",
+    "ResumeConfigWarning",
 ]
 
 CHECKPOINT_FORMAT = "transformer_core.training/1"
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant", "noam")
+# The TrainConfig fields that shape the updates: resuming with another value of any of them goes on
+# as a different run from the one the checkpoint started (a warning names them). max_steps may grow
+# to train longer; the evaluation, logging, device and saving fields change nothing in the updates.
+RESUME_FIELDS = ("batch_size", "lr", "min_lr", "warmup_steps", "schedule", "weight_decay", "betas",
+                 "grad_clip", "grad_accum_steps", "precision", "seed", "context_length")
+
+
+class ResumeConfigWarning(UserWarning):
+    """A checkpoint is resumed with training settings (lr, batch size, seed, ...) other than its own."""
 
 
 # --------------------------------------------------------------------------- the optimizer
@@ -548,7 +559,9 @@ class Trainer:
         """Restore a state saved by :meth:`save_checkpoint` into this trainer (and its model).
 
         Raises ``FileNotFoundError`` for a missing file and ``ValueError``, naming the problem, for a
-        damaged file, a file of another kind, or a checkpoint of a different model.
+        damaged file, a file of another kind, or a checkpoint of a different model. Warns
+        (:class:`ResumeConfigWarning`, naming each field) when this trainer's settings that shape
+        the updates (lr, batch size, seed, precision, ...) differ from the checkpoint's.
         """
         path = path if path is not None else self.config.checkpoint_path
         if path is None:
@@ -574,6 +587,7 @@ class Trainer:
         if state["model_config"] is not None and mine is not None and state["model_config"] != mine:
             diff = {k: (state["model_config"].get(k), v) for k, v in mine.items() if state["model_config"].get(k) != v}
             raise ValueError(f"{source} is for a model of another shape; (checkpoint, this model) differ in {diff}")
+        self._warn_if_config_differs(state.get("train_config"), source)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -594,6 +608,23 @@ class Trainer:
         self.generator.set_state(rng["data"])
         if state["world_size"] != self.dist.world_size and self.dist.is_main:
             print(f"note: {source} was saved by {state['world_size']} process(es), resuming with {self.dist.world_size}")
+
+
+    def _warn_if_config_differs(self, saved: dict | None, source: str) -> None:
+        if not isinstance(saved, dict) or not self.dist.is_main:
+            return
+        now = self.config.to_dict()
+        differ = [(k, saved[k], now[k]) for k in RESUME_FIELDS if k in saved and saved[k] != now[k]]
+        if differ:
+            fields = ", ".join(f"{k} {old!r} -> {new!r}" for k, old, new in differ)
+            warnings.warn(
+                f"{source} was saved by a run with other training settings ({fields}; checkpoint "
+                f"-> this trainer). Training goes on with this trainer's settings, so it will not "
+                f"be the run the checkpoint started; pass the checkpoint's TrainConfig to resume "
+                f"it exactly",
+                ResumeConfigWarning,
+                stacklevel=4,
+            )
 
 
 def _plain_config(model: nn.Module) -> dict | None:
