@@ -1,7 +1,10 @@
 # Attention Zero To One: run the book, test it, build the site.
 #
-#   make lab     open the book in JupyterLab (creates .venv and installs on first use)
-#   make test    ruff, notebook pairing, pytest and every chapter re-run by nbval
+#   make lab     open the book in JupyterLab (creates .venv, installs the book's locked
+#                requirements on first use: the package and its book extra)
+#   make test    installs the dev extra too (locked), then ruff, notebook pairing, the table of
+#                contents check, pytest and every chapter re-run by nbval; rewrites no file
+#   make lock    re-resolve requirements-lock.txt after a change to pyproject.toml
 #   make book    build the static site into _build/html (needs Node.js and npm, see README)
 #   make help    every target
 #
@@ -23,9 +26,22 @@ PYTEST_ARGS ?=
 NBVAL_CELL_TIMEOUT ?= 600
 
 BIN := $(VENV)/bin
+# requirements-lock.txt: the exact version of every package the book, its tests and its tools
+# use (made by `make lock` from pyproject.toml and constraints.txt). Both installs take every
+# version from it: `make lab` the package with its book extra, `make test` also the dev extra.
+LOCK := requirements-lock.txt
+STAMP_BOOK := $(VENV)/.installed-book
 STAMP := $(VENV)/.installed
-PIP_INSTALL := $(BIN)/python -m pip install -c constraints.txt -e ".[book,dev]" \
+PIP_LOCKED := $(BIN)/python -m pip install -c $(LOCK) \
 	$(if $(strip $(TORCH_INDEX)),--extra-index-url "$(TORCH_INDEX)")
+# The lock is made on Linux x86-64 with Python 3.11 (what CI runs) and holds the CPU build's
+# dependencies; torch's local label (+cpu) is dropped, so that `torch==2.13.0` takes the CPU
+# wheel where one is offered (PyTorch's CPU index, TORCH_INDEX) and PyPI's wheel elsewhere.
+LOCK_ARGS ?=
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/python -m piptools compile --quiet \
+	--extra book --extra dev --constraint constraints.txt --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links --annotation-style line \
+	--output-file $(LOCK) $(LOCK_ARGS) pyproject.toml
 
 # Chapter notebooks, found when a recipe runs (others may add chapters at any time).
 FIND_NOTEBOOKS := find chapters -name '*.ipynb' -not -path '*/.*' -not -path '*/_build/*' 2>/dev/null | sort
@@ -41,8 +57,8 @@ STATIC_WIDGETS := TRANSFORMER_CORE_WIDGET_MODE=static
 PYTEST_OK := [ $$? -eq 5 ]
 NODE_STAMP := node_modules/.installed
 
-.PHONY: help venv install lab lint check-pairing test test-notebooks test-strict execute toc \
-	book clean clean-venv
+.PHONY: help venv install install-book lock lab lint check-pairing check-toc test test-notebooks \
+	test-strict execute toc book clean clean-venv
 
 help: ## list the targets
 	@echo "Attention Zero To One"
@@ -62,12 +78,23 @@ $(BIN)/python:
 	@# Editable installs from pyproject.toml need pip >= 21.3 (an already new pip is left as it is).
 	@$(BIN)/python -m pip install --quiet "pip>=21.3"
 
-# Reinstall only when the package's requirements change: a second `make test` starts at once.
-$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+# Reinstall only when the requirements or the lock change: a second `make test` starts at once.
+CHECK_VENV_PYTHON := $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
 	  echo "error: $(VENV) uses Python older than 3.10; run 'make clean-venv' and try again" >&2; exit 1; }
-	@echo "==> installing transformer_core with the book and dev extras into $(VENV)"
-	$(PIP_INSTALL)
+
+# What a reader needs: transformer_core and the book extra, at the locked versions.
+$(STAMP_BOOK): pyproject.toml $(LOCK) | $(BIN)/python
+	@$(CHECK_VENV_PYTHON)
+	@echo "==> installing transformer_core with the book extra into $(VENV) (versions from $(LOCK))"
+	$(PIP_LOCKED) -e ".[book]"
+	@touch $@
+
+# What the tests need as well: every package of the lock (the dev extra too), then pip check.
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	@$(CHECK_VENV_PYTHON)
+	@echo "==> installing $(LOCK) and transformer_core with the book and dev extras into $(VENV)"
+	$(PIP_LOCKED) -r $(LOCK) -e ".[book,dev]"
+	$(BIN)/python -m pip check
 	@if $(BIN)/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
 	  echo "note: $(VENV) holds the CUDA build of torch (several GB). A CPU-only machine needs only"; \
 	  echo "      the CPU build: make clean-venv, then run make again with TORCH_INDEX set to"; \
@@ -76,11 +103,20 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 venv: $(BIN)/python ## create .venv (Python >= 3.10) if it is missing
 
-install: $(STAMP) ## install the package and its book and dev extras into .venv (only when needed)
+install: $(STAMP) ## install the locked package with its book and dev extras into .venv (only when needed)
+
+install-book: $(STAMP_BOOK) ## install the locked package with its book extra only: what make lab needs
+
+lock: $(BIN)/python ## re-resolve requirements-lock.txt from pyproject.toml (LOCK_ARGS=--upgrade: newest versions)
+	@$(BIN)/python -c "import piptools" 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet $(if $(wildcard $(LOCK)),-c $(LOCK)) pip-tools
+	@echo "==> pip-compile pyproject.toml (extras book, dev; constraints.txt) -> $(LOCK)"
+	$(PIP_COMPILE)
+	@sed -i.bak -E 's/^(torch==[^+ ]+)\+[A-Za-z0-9.]+/\1/' $(LOCK) && rm -f $(LOCK).bak
 
 # --- reading ----------------------------------------------------------------------------------
 
-lab: install ## open the book in JupyterLab
+lab: install-book ## open the book in JupyterLab
 	@start=$$([ -f $(FIRST_PAGE) ] && echo $(FIRST_PAGE) || echo chapters); \
 	echo "==> JupyterLab on $$start (Ctrl-C twice to stop)"; \
 	exec $(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) "$$start"
@@ -95,7 +131,14 @@ check-pairing: install ## every chapter .ipynb and its .md twin hold the same ce
 	@echo "==> notebook pairing (.ipynb <-> .md)"
 	@$(BIN)/python -m pytest -q --no-header -p no:cacheprovider tests/test_notebook_pairing.py
 
-test: lint check-pairing toc ## ruff, pairing, then pytest: tests/ (browser tests too) and every chapter through nbval
+check-toc: install ## _toc.yml lists every chapter notebook (make toc rewrites it)
+	@echo "==> table of contents (scripts/update_toc.py --check)"
+	@$(BIN)/python scripts/update_toc.py --check || { \
+	  echo "error: _toc.yml is out of date: run 'make toc' and commit _toc.yml" >&2; exit 1; }
+
+# make test checks what it could regenerate (_toc.yml, the .md twins) and rewrites nothing:
+# after it a clean clone is still clean (.ci/run checks git status).
+test: lint check-pairing check-toc ## ruff, pairing, table of contents, then pytest: tests/ (browser tests too) and every chapter through nbval
 	@unset MPLBACKEND; notebooks=$$($(FIND_NOTEBOOKS)); failed=0; \
 	echo "==> pytest tests"; \
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS) || $(PYTEST_OK) || failed=1; \

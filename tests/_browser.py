@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
+from _optional import missing, require_module
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -36,16 +36,13 @@ LOCAL_SCHEMES = {"data", "blob", "file", "about"}
 
 
 def require_chromium() -> None:
-    """Skip (with the reason) where the browser or playwright is missing; CI installs both."""
+    """Skip (with the reason) where the browser or playwright is missing; under CI, fail."""
     if not Path(CHROMIUM).is_file():
-        pytest.skip(
+        missing(
             f"no Chromium at {CHROMIUM}: the browser tests need Debian's chromium "
             "(apt-get install chromium; .ci/run installs it) or CHROMIUM=/path/to/chrome"
         )
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install -e '.[dev]')")
+    require_module("playwright.sync_api", "playwright is not installed (pip install -e '.[dev]')")
 
 
 @contextlib.contextmanager

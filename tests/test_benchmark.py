@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _optional import not_here
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_training as bench  # noqa: E402
@@ -60,7 +61,7 @@ def test_interleaved_medians_times_every_function():
     assert calls == {"a": 7, "b": 7}  # 1 warm-up + 3 rounds x 2
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+@not_here(torch.cuda.is_available(), "this machine has a GPU")
 def test_asking_for_a_gpu_that_is_not_there_says_so():
     with pytest.raises(SystemExit, match="sees no CUDA GPU"):
         bench.main(["--device", "cuda"])

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 from _browser import REPO, Watch, chromium, require_chromium, screenshot_on_failure
+from _optional import missing
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -155,7 +156,7 @@ def _npm_ci() -> None:
         return
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("the book site needs Node.js and npm for its offline assets (make book)")
+        missing("the book site needs Node.js and npm for its offline assets (make book)")
     subprocess.run([npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=REPO, check=True)
     NODE_STAMP.touch()
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from _optional import require_module
 from torch import nn
 from torch.testing import assert_close
 
@@ -107,8 +108,8 @@ def test_size_on_disk_counts_a_tied_matrix_once():
 # ------------------------------------------------------------------------------------ ONNX
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    pytest.importorskip("onnxruntime", reason="ONNX tests need onnxruntime (pip install onnxruntime)")
-    pytest.importorskip("onnxscript", reason="ONNX export needs onnxscript (pip install onnxscript)")
+    require_module("onnxruntime", "ONNX tests need onnxruntime (pip install onnxruntime)")
+    require_module("onnxscript", "ONNX export needs onnxscript (pip install onnxscript)")
     model = _model()
     path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "gpt.onnx")
     return model, path

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from _optional import needs
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "train_ddp.py"
@@ -20,9 +21,7 @@ ARGS = ["--steps", "4", "--batch-size", "8", "--grad-accum", "2", "--context", "
         "--d-model", "32", "--n-head", "4", "--eval-interval", "2", "--eval-steps", "1", "--log-interval", "1",
         "--quiet"]
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed with gloo"
-)
+pytestmark = needs(dist.is_available() and dist.is_gloo_available(), "needs torch.distributed with gloo")
 
 
 def load_script():

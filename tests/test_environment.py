@@ -1,4 +1,5 @@
-"""environment.yml (for conda users) installs what pyproject.toml declares, with the same bounds.
+"""environment.yml (for conda users) installs what pyproject.toml declares, with the same bounds;
+requirements-lock.txt pins a version of each within those bounds.
 
 pyproject.toml is the source of truth: the package's dependencies plus its `book` and `dev`
 extras. environment.yml lists each of them as a conda-forge package (under the conda-forge name
@@ -144,3 +145,123 @@ def test_python_pin_satisfies_requires_python():
         f"environment.yml pins python={match.group(1)}, outside pyproject's requires-python "
         f"{project['requires-python']}"
     )
+
+
+# ---------------------------------------------------------------------------- the lock file
+LOCK = REPO / "requirements-lock.txt"
+LOCK_LINE = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)\s*(?:#\s*via\s+(.*))?$")
+PROJECT_SOURCE = "transformer_core (pyproject.toml)"
+
+
+def lock_entries() -> dict[str, tuple[Version, list[str]]]:
+    """requirements-lock.txt: name -> (pinned version, what requires it)."""
+    entries = {}
+    for line in LOCK.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = LOCK_LINE.match(line.strip())
+        assert match, f"requirements-lock.txt: cannot read {line!r}; regenerate it with make lock"
+        name, version, via = match.groups()
+        entries[canonicalize_name(name)] = (
+            Version(version), [v.strip() for v in (via or "").split(",") if v.strip()]
+        )
+    return entries
+
+
+def constraint_pins() -> dict[str, Version]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = req.specifier
+            pins[canonicalize_name(req.name)] = Version(spec.version)
+    return pins
+
+
+def test_the_lock_says_how_it_is_made():
+    assert "#    make lock" in LOCK.read_text(encoding="utf-8"), (
+        "requirements-lock.txt was not made by `make lock`: run make lock"
+    )
+
+
+def test_the_lock_pins_every_requirement_of_pyproject_within_its_range():
+    lock = lock_entries()
+    problems = []
+    for name, req in sorted(pyproject_requirements().items()):
+        if name not in lock:
+            problems.append(f"{req} (pyproject.toml) is not in the lock")
+        elif not req.specifier.contains(lock[name][0], prereleases=True):
+            problems.append(f"{req} (pyproject.toml), but the lock pins {name}=={lock[name][0]}")
+        elif PROJECT_SOURCE not in lock[name][1]:
+            problems.append(f"the lock does not list {name} as required by pyproject.toml")
+    for name, (_, via) in sorted(lock.items()):
+        if PROJECT_SOURCE in via and name not in pyproject_requirements():
+            problems.append(f"the lock says pyproject.toml requires {name}, which it no longer does")
+    if problems:
+        pytest.fail(
+            "requirements-lock.txt is out of step with pyproject.toml (run make lock):\n  "
+            + "\n  ".join(problems),
+            pytrace=False,
+        )
+
+
+def test_the_lock_fits_environment_yml_and_constraints_txt():
+    lock = lock_entries()
+    problems = []
+    for conda_name, spec in conda_requirements().items():
+        if conda_name in NOT_FROM_PYPROJECT:
+            continue
+        pip_name = next((p for p, c in CONDA_NAME.items() if c == conda_name), conda_name)
+        pinned = lock.get(canonicalize_name(pip_name))
+        if pinned is None:
+            problems.append(f"environment.yml installs {conda_name}, which the lock lacks")
+        elif not spec.contains(pinned[0], prereleases=True):
+            problems.append(f"environment.yml wants {conda_name}{spec}, the lock pins {pinned[0]}")
+    for name, version in constraint_pins().items():
+        pinned = lock.get(name)
+        if pinned is None or pinned[0] != version:
+            problems.append(f"constraints.txt pins {name}=={version}, the lock "
+                            f"{'lacks it' if pinned is None else f'pins {pinned[0]}'}"
+                            " (make lock drops torch's local label, +cpu)")
+    if problems:
+        pytest.fail(
+            "requirements-lock.txt disagrees with environment.yml or constraints.txt (run make "
+            "lock):\n  " + "\n  ".join(problems),
+            pytrace=False,
+        )
+
+
+def test_the_lock_holds_nothing_that_nothing_requires():
+    lock = lock_entries()
+    orphans = sorted(
+        name
+        for name, (_, via) in lock.items()
+        if not any(v == PROJECT_SOURCE or canonicalize_name(v) in lock for v in via)
+    )
+    assert not orphans, (
+        f"requirements-lock.txt pins {orphans}, which nothing in it or in pyproject.toml requires: "
+        "run make lock"
+    )
+
+
+def test_this_environment_holds_the_locked_versions():
+    """make test installs the lock: what runs the tests is what the lock says."""
+    from importlib import metadata
+
+    wrong = []
+    for name, (version, _) in sorted(lock_entries().items()):
+        try:
+            installed = Version(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            wrong.append(f"{name}=={version} is not installed")
+            continue
+        if installed.public != version.public:  # torch 2.13.0+cpu is the locked torch==2.13.0
+            wrong.append(f"{name}: {installed} installed, the lock pins {version}")
+    if wrong:
+        pytest.fail(
+            "this environment is not the locked one (make install reinstalls it; by hand: "
+            "pip install -c requirements-lock.txt -r requirements-lock.txt -e '.[book,dev]'):\n  "
+            + "\n  ".join(wrong),
+            pytrace=False,
+        )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _optional import require_module
 
 from transformer_core import GPT, GPTConfig
 
-transformers = pytest.importorskip("transformers")
+transformers = require_module("transformers", "the GPT-2 parity tests need Hugging Face transformers")
 
 VOCAB, N_POS, D, N_LAYER, N_HEAD = 100, 64, 64, 2, 4
 

@@ -117,7 +117,7 @@ def test_scores_of_each_matrix_are_independent():
 
 
 def test_head_scores_on_a_model_agree_with_the_explorer():
-    viz = pytest.importorskip("transformer_core.viz")
+    from transformer_core import viz
     torch.manual_seed(0)
     model = GPT(GPTConfig.tiny(vocab_size=11, context_length=16)).eval()
     x = repeated_random_sequences(3, 16, 11, generator=torch.Generator().manual_seed(0))

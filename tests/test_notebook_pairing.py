@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jupytext
 import pytest
+from _optional import missing, needs
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = REPO / "chapters"
@@ -56,7 +57,7 @@ def rel(path: Path) -> str:
 
 def params(paths: list[Path]):
     if not paths:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=NO_CHAPTERS))]
+        return [pytest.param(None, marks=needs(False, NO_CHAPTERS))]
     return [pytest.param(p, id=rel(p)) for p in paths]
 
 
@@ -98,7 +99,7 @@ def first_difference(nb_cells, md_cells) -> str | None:
 
 def test_every_notebook_has_a_twin():
     if not NOTEBOOKS and not TWINS:
-        pytest.skip(NO_CHAPTERS)
+        missing(NO_CHAPTERS)
     lonely_nb = [rel(nb) for nb in NOTEBOOKS if not nb.with_suffix(".md").exists()]
     lonely_md = [rel(md) for md in TWINS if not md.with_suffix(".ipynb").exists()]
     problems = []

@@ -589,7 +589,7 @@ def test_sampling_explorer_static_nests_three_levels(blank_figures):
 
 
 def test_sampling_distribution_agrees_with_the_sampler():
-    sampling = pytest.importorskip("transformer_core.sampling")
+    from transformer_core import sampling
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(40, generator=g) * 2
     logits[5] = logits[6]  # a tie
@@ -600,7 +600,7 @@ def test_sampling_distribution_agrees_with_the_sampler():
 
 
 def test_from_model_with_the_books_gpt(blank_figures):
-    gpt = pytest.importorskip("transformer_core.gpt")
+    from transformer_core import gpt
     cfg = gpt.GPTConfig(vocab_size=12, context_length=16, n_layer=2, n_head=2, d_model=16)
     torch.manual_seed(0)
     ex = AttentionExplorer.from_model(gpt.GPT(cfg), [3, 1, 4, 1, 5], mask="causal")
