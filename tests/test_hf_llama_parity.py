@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _optional import require_module
 
 from transformer_core import GPT, GPTConfig, hf_llama
 
-transformers = pytest.importorskip("transformers", reason="the Llama parity tests need Hugging Face transformers")
+transformers = require_module("transformers", "the Llama parity tests need Hugging Face transformers")
 
 VOCAB, N_POS, D, N_LAYER, N_HEAD, N_KV, D_FF = 101, 64, 64, 2, 4, 2, 96
 
