@@ -94,3 +94,32 @@ def test_only_rank_0_writes_a_checkpoint_with_every_ranks_random_state(ddp_run):
     assert len(state["rng"]["torch"]) == 2
     assert not torch.equal(*state["rng"]["torch"])  # each rank has its own dropout generator
     assert sorted(p.name for p in out.iterdir()) == ["dump", "run.pt"]
+
+
+# ------------------------------------------------------------- a mixture of experts under DDP
+MOE_WORKER = ROOT / "tests" / "_ddp_moe_worker.py"
+
+
+def test_moe_gpt_with_an_expert_that_gets_no_tokens_trains_under_torchrun(tmp_path):
+    """DDP waits for a gradient of every parameter; an expert that no token reaches has none on
+    that rank. The trainer lets DDP find such parameters, and the two-process run trains exactly
+    like one process on the whole batch."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(MOE_WORKER), str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(MOE_WORKER), str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
+
+    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    alone = torch.load(tmp_path / "one" / "rank0.pt", weights_only=True)
+    for r in ranks + [alone]:
+        assert (r["load"][:, 3] == 0).all() and (r["load"][:, :3].sum(-1) > 0).all()
+    for name, value in ranks[0]["params"].items():
+        assert torch.equal(value, ranks[1]["params"][name]), f"the ranks disagree on {name}"
+        torch.testing.assert_close(value, alone["params"][name], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")

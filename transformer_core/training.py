@@ -175,6 +175,20 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        for name in ("lr", "weight_decay"):
+            _check_number(name, getattr(self, name))
+        for name in ("min_lr", "grad_clip"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+        if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
+                or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.checkpoint_interval is not None and (
+            isinstance(self.checkpoint_interval, bool) or not isinstance(self.checkpoint_interval, int)
+        ):
+            raise TypeError(f"checkpoint_interval must be an int >= 1 or None, got {self.checkpoint_interval!r}")
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}")
         if not self.lr > 0:
@@ -199,6 +213,15 @@ class TrainConfig:
             d["checkpoint_path"] = str(d["checkpoint_path"])
         d["betas"] = list(d["betas"])
         return d
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_number(name: str, value) -> None:
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
 
 
 # --------------------------------------------------------------------------- data and loss
@@ -335,7 +358,12 @@ class Trainer:
         self._loss_module: nn.Module = _LossModule(self.model, self.loss_fn)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self._loss_module = nn.parallel.DistributedDataParallel(self._loss_module, device_ids=ids)
+            # A model that routes (a mixture of experts) may leave a parameter without a gradient
+            # on a rank: an expert that none of its tokens chose. DDP waits for every gradient
+            # unless told to look for unused ones, an extra pass that only such models need.
+            self._loss_module = nn.parallel.DistributedDataParallel(
+                self._loss_module, device_ids=ids, find_unused_parameters=_routes_tokens(self.model)
+            )
 
         if callable(train_data):
             if val_data is not None:
@@ -625,6 +653,13 @@ class Trainer:
                 ResumeConfigWarning,
                 stacklevel=4,
             )
+
+
+def _routes_tokens(model: nn.Module) -> bool:
+    """True for a model with conditional computation (mixture-of-experts layers)."""
+    from .moe import MoEFeedForward
+
+    return any(isinstance(m, MoEFeedForward) for m in model.modules())
 
 
 def _plain_config(model: nn.Module) -> dict | None:
