@@ -97,9 +97,14 @@ def _read_json(path: str | Path, expected_type: str | None = None) -> dict[str, 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no tokenizer file at {path}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a tokenizer file (damaged or not JSON): {err}") from err
     if not isinstance(data, dict) or "type" not in data:
         raise ValueError(f"{path} is not a tokenizer file (no 'type' field)")
+    if not isinstance(data["type"], str):
+        raise ValueError(f"{path} is not a tokenizer file (its 'type' is {data['type']!r})")
     if expected_type is not None and data["type"] != expected_type:
         raise ValueError(
             f"{path} holds a {data['type']}, not a {expected_type}; "
@@ -223,7 +228,14 @@ class CharTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> CharTokenizer:
         """Read a tokenizer written by :meth:`save`."""
-        return cls(_read_json(path, "CharTokenizer")["chars"])
+        data = _read_json(path, "CharTokenizer")
+        chars = data.get("chars")
+        if not isinstance(chars, list):
+            raise ValueError(f"{path} is damaged: 'chars' should be a list of characters, got {chars!r}")
+        try:
+            return cls(chars)
+        except ValueError as err:
+            raise ValueError(f"{path} is damaged: {err}") from err
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -461,7 +473,18 @@ class ByteBPETokenizer:
     def load(cls, path: str | Path) -> ByteBPETokenizer:
         """Read a tokenizer written by :meth:`save`."""
         data = _read_json(path, "ByteBPETokenizer")
-        return cls([tuple(p) for p in data["merges"]], data["pattern"])
+        merges, pattern = data.get("merges"), data.get("pattern")
+        if not isinstance(merges, list) or not all(
+            isinstance(m, list) and len(m) == 2
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in m) for m in merges
+        ):
+            raise ValueError(f"{path} is damaged: 'merges' should be a list of [id, id] pairs")
+        if not isinstance(pattern, str):
+            raise ValueError(f"{path} is damaged: 'pattern' should be a regular expression, got {pattern!r}")
+        try:
+            return cls([tuple(m) for m in merges], pattern)
+        except (ValueError, re.error) as err:
+            raise ValueError(f"{path} is damaged: {err}") from err
 
 
 def load_tokenizer(path: str | Path) -> CharTokenizer | ByteBPETokenizer:
