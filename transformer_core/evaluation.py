@@ -92,7 +92,7 @@ def sample_stories(
     model: nn.Module,
     tokenizer,
     n: int = 64,
-    max_new_tokens: int = 100,
+    max_new_tokens: int = 63,
     seed: int = 0,
     batch_size: int = 64,
     **sampling,
