@@ -140,7 +140,7 @@ def text_loss(model: nn.Module, ids: Tensor | list[int], context_length: int | N
         groups = [full[i : i + 64] for i in range(0, len(full), 64)]
         groups += [[s] for s in starts if s + T + 1 > ids.numel()]
         for group in groups:
-            windows = torch.stack([ids[s : s + T + 1] for s in group]) if len(group) > 1 else ids[group[0] :][: T + 1][None]
+            windows = torch.stack([ids[s : s + T + 1] for s in group])  # (windows, <= T + 1)
             logp = torch.log_softmax(model(windows[:, :-1]).double(), dim=-1)
             nll = -logp.gather(2, windows[:, 1:, None])[..., 0]  # (windows, T)
             for row, s in zip(nll, group, strict=True):
