@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from transformer_core.exercises import ch01
+from attention_book.exercises import ch01
 
 # causal_dot_t uses k.T on a 3-D tensor on purpose (a typical mistake); torch warns about it.
 pytestmark = pytest.mark.filterwarnings("ignore:The use of `x.T` on tensors:UserWarning")

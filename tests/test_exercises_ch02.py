@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer_core.exercises import ch02
+from attention_book.exercises import ch02
 
 
 def verdict(capsys, ok: bool, *expected: str) -> None:

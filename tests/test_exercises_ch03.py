@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from transformer_core.exercises import ch03
+from attention_book.exercises import ch03
 
 
 def verdict(capsys, ok: bool, *expected: str) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from attention_book.exercises import ch05
 from transformer_core import GPT, GPTConfig
-from transformer_core.exercises import ch05
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

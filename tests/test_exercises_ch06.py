@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 import torch
 
-from transformer_core.exercises import ch06
+from attention_book.exercises import ch06
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer_core.exercises import ch07
+from attention_book.exercises import ch07
 from transformer_core.schedules import warmup_cosine
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transformer_core.exercises import ch08
+from attention_book.exercises import ch08
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

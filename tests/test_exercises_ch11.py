@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transformer_core.exercises import ch11
+from attention_book.exercises import ch11
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attention_book.exercises import ch12
 from transformer_core.distributed import shard_batch
-from transformer_core.exercises import ch12
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attention_book.exercises import ch13
 from transformer_core.encoder_only import mask_tokens
-from transformer_core.exercises import ch13
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

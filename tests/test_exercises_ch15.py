@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer_core.exercises import ch15
+from attention_book.exercises import ch15
 from transformer_core.moe import load_balancing_loss, route_top_k
 
 

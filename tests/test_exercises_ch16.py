@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from transformer_core.exercises import ch16
+from attention_book.exercises import ch16
 
 
 def verdict(check, fn, capsys) -> tuple[bool, str]:

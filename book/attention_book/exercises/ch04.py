@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..blocks import TransformerBlock
+from transformer_core.blocks import TransformerBlock
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

@@ -1,4 +1,12 @@
-"""The smaller interactive figures: softmax temperature, positional encodings, sampling."""
+"""The chapters' smaller interactive figures: softmax temperature (01), positional encodings (03),
+sampling (08).
+
+Each is an explorer built on :class:`transformer_core.viz.FigureExplorer` (live or static, like the
+attention explorer) and draws what the library computes: the sinusoidal table of
+:func:`transformer_core.sinusoidal_encoding`, the entropy of
+:func:`transformer_core.interpret.attention_entropy`, the top-k / top-p rule of
+:mod:`transformer_core.sampling`.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +17,32 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ._common import (
+from transformer_core import sinusoidal_encoding
+from transformer_core.interpret import attention_entropy
+from transformer_core.sampling import check_sampling_args, filter_logits
+from transformer_core.viz import (
     HIGHLIGHT_COLOR,
-    Mode,
-    _as_tokens,
-    _new_figure,
-    _tick_fontsize,
-    _to_numpy,
-    _token_repr,
+    FigureExplorer,
+    as_tokens,
+    new_figure,
+    tick_fontsize,
+    to_numpy,
     token_label,
 )
-from ._explorer import _FigureExplorer
-from .heatmap import attention_entropy
+
+__all__ = [
+    "PositionalEncodingExplorer",
+    "SamplingExplorer",
+    "SoftmaxTemperatureExplorer",
+    "positional_encoding_explorer",
+    "sampling_distribution",
+    "sampling_explorer",
+    "softmax_temperature_explorer",
+]
 
 # --------------------------------------------------------------------------------------------------
 # Softmax temperature
@@ -31,13 +50,11 @@ from .heatmap import attention_entropy
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max()
-    e = np.exp(z)
-    return e / e.sum()
+    return torch.softmax(torch.from_numpy(x), dim=-1).numpy()
 
 
 def _logits_1d(logits: Any) -> np.ndarray:
-    z = _to_numpy(logits, "logits")
+    z = to_numpy(logits, "logits")
     if z.ndim != 1:
         raise ValueError(f"logits must be 1-D (one score per token), got shape {tuple(z.shape)}")
     if z.size == 0:
@@ -55,7 +72,7 @@ def _nearest(values: Sequence[float], x: float) -> float:
     return min(values, key=lambda v: abs(math.log(v) - math.log(x)))
 
 
-class SoftmaxTemperatureExplorer(_FigureExplorer):
+class SoftmaxTemperatureExplorer(FigureExplorer):
     """Bar chart of ``softmax(logits / T)`` with a temperature slider.
 
     What to notice: a small T sharpens the distribution towards the largest logit (T -> 0 is
@@ -73,7 +90,7 @@ class SoftmaxTemperatureExplorer(_FigureExplorer):
         labels: Any = None,
         *,
         temperature: float = 1.0,
-        mode: Mode | None = None,
+        mode: str | None = None,
         dpi: float = 100,
         max_views: int = 64,
     ) -> None:
@@ -91,7 +108,7 @@ class SoftmaxTemperatureExplorer(_FigureExplorer):
         if not temps or any(t <= 0 for t in temps):
             raise ValueError(f"temperatures must be positive, got {list(temperatures)}")
         self.labels = (
-            _as_tokens(labels, "labels")
+            as_tokens(labels, "labels")
             if labels is not None
             else [str(i) for i in range(self.logits.size)]
         )
@@ -112,7 +129,7 @@ class SoftmaxTemperatureExplorer(_FigureExplorer):
         p = _softmax(self.logits / t)
         ref = _softmax(self.logits)
         n = p.size
-        fig = _new_figure((min(max(0.45 * n + 1.5, 6.0), 11.0), 3.2), self.dpi)
+        fig = new_figure((min(max(0.45 * n + 1.5, 6.0), 11.0), 3.2), self.dpi)
         ax = fig.add_subplot()
         x = np.arange(n)
         ax.bar(x, p, color="#3b75af", label=f"T = {t:g}")
@@ -126,9 +143,9 @@ class SoftmaxTemperatureExplorer(_FigureExplorer):
             label="T = 1 (reference)",
         )
         ax.set_ylim(0, 1)
-        ax.set_xticks(x, [token_label(s) for s in self.labels], fontsize=_tick_fontsize(n))
+        ax.set_xticks(x, [token_label(s) for s in self.labels], fontsize=tick_fontsize(n))
         ax.set_ylabel("probability")
-        ent = float(attention_entropy(p))
+        ent = float(attention_entropy(torch.from_numpy(p)[None]))  # one row: (1, n) -> (1,)
         ax.set_title(
             f"softmax(logits / {t:g}): max p {p.max():.2f}, entropy {ent:.2f} nats", fontsize=10
         )
@@ -151,7 +168,7 @@ def softmax_temperature_explorer(
     labels: Any = None,
     *,
     temperature: float = 1.0,
-    mode: Mode | None = None,
+    mode: str | None = None,
     dpi: float = 100,
 ) -> SoftmaxTemperatureExplorer:
     """A bar chart of ``softmax(logits / T)``, T chosen on a slider of ``temperatures``.
@@ -169,22 +186,6 @@ def softmax_temperature_explorer(
 # --------------------------------------------------------------------------------------------------
 
 
-def sinusoidal_encoding(max_len: int, d_model: int, base: float = 10000.0) -> np.ndarray:
-    """The paper's sinusoidal encodings, (max_len, d_model) float64.
-
-    ``PE[pos, 2i] = sin(pos / base^(2i/d_model))``, ``PE[pos, 2i+1] = cos(pos / base^(2i/d_model))``:
-    dimension pair ``i`` is a sine/cosine of wavelength ``2π · base^(2i/d_model)`` positions.
-    """
-    if max_len < 1 or d_model < 1:
-        raise ValueError(f"max_len and d_model must be positive, got {max_len}, {d_model}")
-    pos = np.arange(max_len, dtype=np.float64)[:, None]
-    freq = base ** (-np.arange(0, d_model, 2, dtype=np.float64) / d_model)
-    pe = np.zeros((max_len, d_model))
-    pe[:, 0::2] = np.sin(pos * freq)
-    pe[:, 1::2] = np.cos(pos * freq[: d_model // 2])
-    return pe
-
-
 def _geometric_pairs(n_pairs: int, limit: int = 9) -> list[int]:
     pairs = sorted({0, n_pairs - 1} | {2**k - 1 for k in range(n_pairs.bit_length() + 1)})
     pairs = [p for p in pairs if 0 <= p < n_pairs]
@@ -194,7 +195,7 @@ def _geometric_pairs(n_pairs: int, limit: int = 9) -> list[int]:
     return pairs
 
 
-class PositionalEncodingExplorer(_FigureExplorer):
+class PositionalEncodingExplorer(FigureExplorer):
     """Heatmap of positional encodings (positions × dimensions) and the curves of one pair.
 
     What to notice: the low dimensions oscillate fast (short wavelength), the high ones slowly, so
@@ -213,8 +214,7 @@ class PositionalEncodingExplorer(_FigureExplorer):
         encodings: Any = None,
         pairs: Sequence[int] | None = None,
         pair: int | None = None,
-        base: float = 10000.0,
-        mode: Mode | None = None,
+        mode: str | None = None,
         dpi: float = 100,
         max_views: int = 32,
     ) -> None:
@@ -225,21 +225,19 @@ class PositionalEncodingExplorer(_FigureExplorer):
             encodings=encodings,
             pairs=pairs,
             pair=pair,
-            base=base,
             dpi=dpi,
             max_views=max_views,
         )
         if encodings is None:
-            self.encodings = sinusoidal_encoding(max_len, d_model, base)
+            self.encodings = sinusoidal_encoding(max_len, d_model).double().numpy()
             self.sinusoidal = True
         else:
-            enc = _to_numpy(encodings, "encodings")
+            enc = to_numpy(encodings, "encodings")
             if enc.ndim != 2:
                 raise ValueError(f"encodings must be (max_len, d_model), got shape {enc.shape}")
             self.encodings = enc
             self.sinusoidal = False
         self.max_len, self.d_model = self.encodings.shape
-        self.base = base
         n_pairs = (self.d_model + 1) // 2
         if pairs is None:
             pairs = list(range(n_pairs)) if self.mode == "live" else _geometric_pairs(n_pairs)
@@ -265,7 +263,7 @@ class PositionalEncodingExplorer(_FigureExplorer):
         pair = state["pair"]
         dims = self._dims(pair)
         pe = self.encodings
-        fig = _new_figure((8.0, 6.0), self.dpi)
+        fig = new_figure((8.0, 6.0), self.dpi)
         ax_map, ax_curve = fig.subplots(2, 1, height_ratios=[3, 2])
         lim = 1.0 if self.sinusoidal else float(np.abs(pe).max() or 1.0)
         im = ax_map.imshow(
@@ -295,7 +293,7 @@ class PositionalEncodingExplorer(_FigureExplorer):
         ax_curve.set_ylim(-lim * 1.1, lim * 1.1)
         title = f"dims {', '.join(map(str, dims))}"
         if self.sinusoidal:
-            wavelength = 2 * math.pi * self.base ** (2 * pair / self.d_model)
+            wavelength = 2 * math.pi * 10000.0 ** (2 * pair / self.d_model)  # the paper's base
             title += f": wavelength {wavelength:.3g} positions"
         ax_curve.set_title(title, fontsize=10)
         ax_curve.legend(loc="upper right", fontsize=8)
@@ -320,12 +318,13 @@ def positional_encoding_explorer(
     *,
     encodings: Any = None,
     pairs: Sequence[int] | None = None,
-    mode: Mode | None = None,
+    mode: str | None = None,
     dpi: float = 100,
 ) -> PositionalEncodingExplorer:
     """Heatmap of positional encodings plus the curves of one chosen dimension pair.
 
-    The sinusoidal encodings are computed here (:func:`sinusoidal_encoding`), or pass any
+    The sinusoidal encodings are the library's (:func:`transformer_core.sinusoidal_encoding`,
+    an even ``d_model``), or pass any
     precomputed ``encodings`` (max_len, d_model), e.g. a learned embedding table. ``pairs`` are
     the dimension pairs (2i, 2i+1) offered on the slider: all of them in live mode, about nine
     spread geometrically in static mode.
@@ -349,40 +348,21 @@ def sampling_distribution(
     """The next-token distribution a sampler draws from, step by step.
 
     Returns ``(probs, kept, renormalised)``, each (vocab,): ``probs = softmax(logits / T)``;
-    ``kept`` (bool) the tokens that survive top-k (the k most likely; ties with the k-th stay
-    too) and then top-p (the smallest set of the most likely tokens, among those left, whose
-    probability reaches p; at least one token always stays); ``renormalised`` the kept
-    probabilities divided by their sum (0 elsewhere), which is what is actually sampled. The same
-    rule as ``transformer_core.sampling.next_token_probs``, recomputed here in numpy.
+    ``kept`` (bool) the tokens that survive top-k and then top-p, by the sampler's own rule
+    (:func:`transformer_core.sampling.filter_logits`: the k most likely, ties with the k-th too;
+    then the smallest set of the most likely whose probability reaches p, at least one token;
+    ``top_p=1`` keeps all); ``renormalised`` the kept probabilities divided by their sum (0
+    elsewhere), which is what :func:`transformer_core.sampling.next_token_probs` samples from.
     """
-    z = _logits_1d(logits)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature} (use greedy for T=0)")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1 or None, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
-    probs = _softmax(z / temperature)
-    order = np.argsort(-z, kind="stable")
-    kept = np.ones(z.size, bool)
-    if top_k is not None and top_k < z.size:
-        kept = z >= z[order[top_k - 1]]  # the k largest logits (and any tied with the k-th)
-    if top_p is not None and top_p < 1:
-        p_kept = np.where(kept, probs, 0.0)
-        p_kept = p_kept / p_kept.sum()
-        sorted_p = p_kept[order]
-        before = np.cumsum(sorted_p) - sorted_p  # mass of the more likely tokens
-        keep_sorted = (before < top_p) & (sorted_p > 0)
-        keep_sorted[0] = True
-        nucleus = np.zeros(z.size, bool)
-        nucleus[order[keep_sorted]] = True
-        kept &= nucleus
-    renorm = np.where(kept, probs, 0.0)
-    renorm = renorm / renorm.sum()
-    return probs, kept, renorm
+    z = torch.from_numpy(_logits_1d(logits))
+    check_sampling_args(temperature, top_k, top_p, z.numel())
+    scaled = z / temperature
+    filtered = filter_logits(scaled[None], top_k, top_p)[0]
+    probs = torch.softmax(scaled, dim=-1)
+    return probs.numpy(), torch.isfinite(filtered).numpy(), torch.softmax(filtered, dim=-1).numpy()
 
 
-class SamplingExplorer(_FigureExplorer):
+class SamplingExplorer(FigureExplorer):
     """Next-token probabilities under temperature, top-k and top-p, kept tokens highlighted.
 
     Left: ``softmax(logits / T)``, the kept set in colour, the cut tokens in grey. Right: the
@@ -406,7 +386,7 @@ class SamplingExplorer(_FigureExplorer):
         top_k: int | None = None,
         top_p: float | None = None,
         max_bars: int = 20,
-        mode: Mode | None = None,
+        mode: str | None = None,
         dpi: float = 100,
         max_views: int = 64,
     ) -> None:
@@ -425,18 +405,16 @@ class SamplingExplorer(_FigureExplorer):
             max_views=max_views,
         )
         self.logits = _logits_1d(logits)
-        self.tokens = _as_tokens(tokens, "tokens")
+        self.tokens = as_tokens(tokens, "tokens")
         if len(self.tokens) != self.logits.size:
             raise ValueError(f"{len(self.tokens)} tokens for {self.logits.size} logits")
         temps = [float(t) for t in temperatures]
         if not temps or any(t <= 0 for t in temps):
             raise ValueError(f"temperatures must be positive, got {list(temperatures)}")
-        for k in top_ks:
-            if k is not None and k < 1:
-                raise ValueError(f"top_ks must be positive ints or None, got {list(top_ks)}")
+        for k in top_ks:  # the sampler's own checks: k from 1 to the vocabulary size
+            check_sampling_args(1.0, k, None, self.logits.size)
         for p in top_ps:
-            if p is not None and not 0 < p <= 1:
-                raise ValueError(f"top_ps must lie in (0, 1] or be None, got {list(top_ps)}")
+            check_sampling_args(1.0, None, p)
         self.max_bars = max_bars
         self._add_control(
             "temperature",
@@ -486,14 +464,14 @@ class SamplingExplorer(_FigureExplorer):
         order = np.argsort(-self.logits, kind="stable")[: self.max_bars]
         n = order.size
         labels = [token_label(self.tokens[i]) for i in order]
-        fig = _new_figure((min(max(0.7 * n + 2.0, 7.0), 13.0), 3.4), self.dpi)
+        fig = new_figure((min(max(0.7 * n + 2.0, 7.0), 13.0), 3.4), self.dpi)
         ax_p, ax_r = fig.subplots(1, 2, sharey=True)
         x = np.arange(n)
         colors = ["#3b75af" if kept[i] else "#c8c8c8" for i in order]
         ax_p.bar(x, probs[order], color=colors)
         ax_r.bar(x, renorm[order], color="#e4572e")
         for ax in (ax_p, ax_r):
-            ax.set_xticks(x, labels, rotation=90, fontsize=_tick_fontsize(n))
+            ax.set_xticks(x, labels, rotation=90, fontsize=tick_fontsize(n))
             ax.set_ylim(0, 1)
         ax_p.set_ylabel("probability")
         ax_p.set_title(f"softmax(logits / {t:g}): kept in colour", fontsize=10)
@@ -520,7 +498,7 @@ class SamplingExplorer(_FigureExplorer):
         idx = np.flatnonzero(kept)
         idx = idx[np.argsort(-renorm[idx], kind="stable")][:10]
         items = " · ".join(
-            f"{html.escape(_token_repr(self.tokens[i]))} {renorm[i]:.2f}" for i in idx
+            f"{html.escape(repr(self.tokens[i]))} {renorm[i]:.2f}" for i in idx
         )
         more = "" if kept.sum() <= 10 else f" … ({int(kept.sum())} kept)"
         return f"<small>sampled from: {items}{more}</small>"
@@ -544,7 +522,7 @@ def sampling_explorer(
     top_k: int | None = None,
     top_p: float | None = None,
     max_bars: int = 20,
-    mode: Mode | None = None,
+    mode: str | None = None,
     dpi: float = 100,
 ) -> SamplingExplorer:
     """Next-token probabilities under temperature, top-k (None = off) and top-p (None = off).

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..attention import MultiHeadAttention, scaled_dot_product_attention
+from transformer_core.attention import MultiHeadAttention, scaled_dot_product_attention
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..layers import FeedForward
-from ..moe import load_balancing_loss, route_top_k
+from transformer_core.layers import FeedForward
+from transformer_core.moe import load_balancing_loss, route_top_k
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 
@@ -237,7 +238,7 @@ def check_moe_parameters(reader: Callable[[int, int, int, int], tuple[int, int]]
 
 
 def _reference_layer(d_model: int, d_ff: int, n_experts: int, top_k: int) -> nn.Module:
-    from ..moe import MoEFeedForward
+    from transformer_core.moe import MoEFeedForward
 
     return MoEFeedForward(d_model, d_ff, n_experts, top_k)
 

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..gpt import GPT, GPTConfig
-from ..schedules import warmup_cosine
-from ..training import configure_optimizer
+from transformer_core.gpt import GPT, GPTConfig
+from transformer_core.schedules import warmup_cosine
+from transformer_core.training import configure_optimizer
+
 from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 

@@ -25,7 +25,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor
 
-from ..tokenizers import ByteBPETokenizer, _merge
+from transformer_core.tokenizers import ByteBPETokenizer, _merge
+
 from ._checker import Feedback, run_check
 
 __all__ = [

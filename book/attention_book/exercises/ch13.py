@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..encoder_only import BERT, IGNORE_INDEX, BERTConfig, mlm_loss
+from transformer_core.encoder_only import BERT, IGNORE_INDEX, BERTConfig, mlm_loss
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

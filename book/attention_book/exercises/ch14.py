@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..efficient_attention import linear_attention, linear_attention_quadratic, sliding_window_mask
+from transformer_core.efficient_attention import (
+    linear_attention,
+    linear_attention_quadratic,
+    sliding_window_mask,
+)
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

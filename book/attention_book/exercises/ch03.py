@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..positional import apply_rotary, sinusoidal_encoding
+from transformer_core.positional import apply_rotary, sinusoidal_encoding
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..interpret import attention_entropy, induction_score, previous_token_score
+from transformer_core.interpret import attention_entropy, induction_score, previous_token_score
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..layers import RMSNorm
+from transformer_core.layers import RMSNorm
+
 from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..deploy import quantize_per_row
-from ..memory import SavedTensorMeter
+from transformer_core.deploy import quantize_per_row
+from transformer_core.memory import SavedTensorMeter
+
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
 

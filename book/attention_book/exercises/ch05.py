@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..gpt import GPT, GPTConfig
+from transformer_core.gpt import GPT, GPTConfig
+
 from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
 

@@ -23,7 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ..sampling import filter_top_k, filter_top_p
+from transformer_core.sampling import filter_top_k, filter_top_p
+
 from ._checker import Feedback, need_number, run_check
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Auto-checks for the chapters' exercises.
 
 Each chapter has a module ``chNN`` here with one ``check_...`` function per exercise. A check runs the
-reader's code on small inputs, compares it with the package's answer, and prints friendly, specific
+reader's code on small inputs, compares it with transformer_core's answer, and prints friendly, specific
 feedback: what went wrong and the most likely reason. Checks never raise on a wrong or unfinished
 answer (so "Run all" still reaches the end of a chapter); they return ``True`` only when it passes.
 
