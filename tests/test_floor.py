@@ -8,7 +8,7 @@ import pytest
 from transformer_core import data, floor, grammar
 from transformer_core.grammar import STORY_GRAMMAR, render
 from transformer_core.tokenizers import ByteBPETokenizer, CharTokenizer
-from transformer_core.training import plot_history
+from transformer_core.viz import plot_history
 
 LILY = ("she", "her", "lily", "girl", "little")
 

@@ -15,14 +15,8 @@ from transformer_core import GPT, GPTConfig, Transformer, TransformerConfig
 from transformer_core.data import get_batch
 from transformer_core.distributed import shard_batch
 from transformer_core.schedules import noam_schedule, warmup_constant, warmup_cosine
-from transformer_core.training import (
-    LiveLossPlot,
-    TrainConfig,
-    Trainer,
-    configure_optimizer,
-    plot_history,
-    train,
-)
+from transformer_core.training import TrainConfig, Trainer, configure_optimizer, train
+from transformer_core.viz import LiveLossPlot, plot_history
 
 TEXT = "the cat sat on the mat. the dog ran to the cat. a bird sang in the tree. " * 40
 CHARS = sorted(set(TEXT))

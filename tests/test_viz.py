@@ -1,4 +1,6 @@
-"""Unit tests of transformer_core.viz: heatmaps, explorers (live and static), the small figures."""
+"""Unit tests of transformer_core.viz: heatmaps and the attention explorer, live and static.
+
+The book's smaller figures (attention_book.figures) are tested in test_attention_book_figures.py."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ from ipywidgets.widgets.widget_link import Link
 from matplotlib.figure import Figure
 from torch import nn
 
-from transformer_core import viz
+from transformer_core import causal_mask, viz
+from transformer_core.interpret import attention_entropy
 from transformer_core.viz import (
     AttentionExplorer,
     LongInputWarning,
     attention_heatmap,
-    causal_mask,
+    infer_causal_mask,
     token_label,
 )
 
@@ -51,13 +54,7 @@ def blank_figures(monkeypatch):
     def blank(self, state):
         return Figure(figsize=(0.5, 0.5), dpi=20)
 
-    for cls in (
-        AttentionExplorer,
-        viz.SoftmaxTemperatureExplorer,
-        viz.PositionalEncodingExplorer,
-        viz.SamplingExplorer,
-    ):
-        monkeypatch.setattr(cls, "_figure", blank)
+    monkeypatch.setattr(AttentionExplorer, "_figure", blank)
 
 
 def _image(fig):
@@ -93,9 +90,9 @@ def test_heatmap_masked_cells_are_masked_not_zero(attn):
     w = attn[0, 0, 0]
     _, im = _image(attention_heatmap(w, TOKENS, mask="causal"))
     data = im.get_array()
-    assert np.array_equal(np.ma.getmaskarray(data), causal_mask(5))
+    visible = causal_mask(5).numpy()  # the core's mask: True where a query may look
+    assert np.array_equal(np.ma.getmaskarray(data), ~visible)
     # the visible cells hold the weights themselves
-    visible = ~causal_mask(5)
     np.testing.assert_allclose(data.data[visible], w.numpy()[visible])
     # without a mask, the exact zeros above the diagonal are drawn as weights of 0, not masked
     _, im = _image(attention_heatmap(w, TOKENS))
@@ -161,9 +158,12 @@ def test_no_pyplot_figures_leak(attn):
     assert plt.get_fignums() == before
 
 
-def test_entropy_of_one_hot_and_uniform_rows():
-    w = np.array([[1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
-    np.testing.assert_allclose(viz.attention_entropy(w), [0.0, np.log(4)])
+def test_infer_causal_mask_is_the_core_causal_mask_inverted():
+    # the heatmap hatches where a query may not look: the opposite of transformer_core.causal_mask
+    w = torch.tril(torch.ones(3, 5), diagonal=2)  # the last 3 queries of 5 positions (KV cache)
+    np.testing.assert_array_equal(infer_causal_mask(w), ~causal_mask(3, 5).numpy())
+    with pytest.raises(ValueError, match="not causal"):
+        infer_causal_mask(torch.ones(3, 3))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,8 +212,8 @@ def test_explorer_overview_titles_carry_entropy(attn):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 4
     assert titles[0] == f"Lfirst H0  ent {ex.entropy[0, 0]:.2f}"
-    expected = viz.attention_entropy(attn[0, 0, 0]).mean()
-    assert ex.entropy[0, 0] == pytest.approx(expected)
+    expected = attention_entropy(attn[0, 0, 0].double()).mean()  # the core's entropy
+    assert ex.entropy[0, 0] == pytest.approx(float(expected))
 
 
 def test_explorer_compare_uses_one_colour_scale(attn):
@@ -399,11 +399,11 @@ def test_default_mode_from_setting_and_environment(attn, monkeypatch, blank_figu
     finally:
         viz.set_widget_mode(None)
     monkeypatch.setenv("TRANSFORMER_CORE_WIDGET_MODE", "static")
-    assert viz.softmax_temperature_explorer([1.0, 2.0]).mode == "static"
+    assert AttentionExplorer(attn, TOKENS).mode == "static"
     monkeypatch.delenv("TRANSFORMER_CORE_WIDGET_MODE")
-    assert viz.softmax_temperature_explorer([1.0, 2.0]).mode == "live"
+    assert AttentionExplorer(attn, TOKENS).mode == "live"
     with pytest.raises(ValueError, match="live"):
-        viz.softmax_temperature_explorer([1.0, 2.0], mode="browser")
+        AttentionExplorer(attn, TOKENS, mode="browser")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,140 +463,6 @@ def test_from_model_with_ids_and_mapping(blank_figures):
     assert ex.weights.shape == (2, 2, 2, 2)
     with pytest.raises(ValueError, match="tokenizer"):
         AttentionExplorer.from_model(TinyAttentionModel(), "abc")
-
-
-# --------------------------------------------------------------------------------------------------
-# The smaller figures
-# --------------------------------------------------------------------------------------------------
-
-
-def test_softmax_temperature_explorer_live_and_static():
-    logits = [2.0, 1.0, 0.0, -1.0]
-    ex = viz.softmax_temperature_explorer(logits, temperatures=(0.5, 1.0, 2.0), labels="abcd")
-    assert ex.marker == "temperature 1"
-    before = bytes(ex.image.value)
-    ex.controls["temperature"].value = 0.5
-    assert bytes(ex.image.value) != before and ex.marker == "temperature 0.5"
-    heights = [p.get_height() for p in ex.render().axes[0].patches[:4]]
-    np.testing.assert_allclose(heights, torch.tensor(logits).div(0.5).softmax(-1).numpy())
-    st = ex.static()
-    assert len(st.views) == 3 and len(st.stacks) == 1 and len(st.links) == 1
-    assert _link_ends(st.links[0]) == (
-        st.controls["temperature"],
-        "index",
-        st.stacks[0],
-        "selected_index",
-    )
-    assert st.stacks[0].selected_index == 0  # the copy starts where the live one was
-    with pytest.raises(ValueError, match="positive"):
-        viz.softmax_temperature_explorer(logits, temperatures=(0.0, 1.0))
-    with pytest.raises(ValueError, match="1-D"):
-        viz.softmax_temperature_explorer(np.zeros((2, 2)))
-
-
-def test_sinusoidal_encoding_matches_the_paper():
-    pe = viz.sinusoidal_encoding(50, 16)
-    pos, i = 7, 3
-    assert pe[pos, 2 * i] == pytest.approx(np.sin(pos / 10000 ** (2 * i / 16)))
-    assert pe[pos, 2 * i + 1] == pytest.approx(np.cos(pos / 10000 ** (2 * i / 16)))
-    assert viz.sinusoidal_encoding(4, 5).shape == (4, 5)  # odd d_model
-
-
-def test_positional_encoding_explorer():
-    ex = viz.positional_encoding_explorer(d_model=16, max_len=32)
-    assert ex.marker == "pair 0 · dims 0, 1"
-    before = bytes(ex.image.value)
-    ex.controls["pair"].value = 5
-    assert bytes(ex.image.value) != before and ex.marker == "pair 5 · dims 10, 11"
-    assert len(ex._values["pair"]) == 8  # live: every pair
-
-
-def test_positional_encoding_explorer_static_offers_a_few_pairs(blank_figures):
-    st = viz.positional_encoding_explorer(d_model=512, max_len=32, mode="static")
-    assert st._values["pair"][:4] == [0, 1, 3, 7] and st._values["pair"][-1] == 255
-    assert len(st.views) == len(st._values["pair"]) <= 9 and len(st.links) == 1
-    learned = np.random.default_rng(0).normal(size=(20, 6))
-    ex = viz.positional_encoding_explorer(encodings=learned)
-    assert (ex.max_len, ex.d_model) == (20, 6)
-    np.testing.assert_array_equal(ex.encodings, learned)
-    with pytest.raises(ValueError, match="max_len, d_model"):
-        viz.positional_encoding_explorer(encodings=np.zeros(5))
-
-
-def test_sampling_distribution_rules():
-    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-    probs, kept, renorm = viz.sampling_distribution(logits)
-    np.testing.assert_allclose(probs, [0.5, 0.3, 0.15, 0.05])
-    assert kept.all()
-    _, kept, renorm = viz.sampling_distribution(logits, top_k=2)
-    assert kept.tolist() == [True, True, False, False]
-    np.testing.assert_allclose(renorm, [0.625, 0.375, 0, 0])
-    _, kept, _ = viz.sampling_distribution(logits, top_p=0.75)  # 0.5 < 0.75 <= 0.8
-    assert kept.tolist() == [True, True, False, False]
-    _, kept, _ = viz.sampling_distribution(logits, top_p=0.1)  # the top token always stays
-    assert kept.tolist() == [True, False, False, False]
-    probs, _, _ = viz.sampling_distribution(logits, temperature=100.0)
-    assert probs.max() - probs.min() < 0.01
-    with pytest.raises(ValueError, match="temperature"):
-        viz.sampling_distribution(logits, temperature=0)
-    with pytest.raises(ValueError, match="top_p"):
-        viz.sampling_distribution(logits, top_p=1.5)
-
-
-def test_sampling_explorer_live_and_static():
-    rng = np.random.default_rng(0)
-    logits, tokens = rng.normal(size=12) * 2, [f"w{i}" for i in range(12)]
-    ex = viz.sampling_explorer(
-        logits, tokens, temperatures=(0.5, 1.0), top_ks=(None, 2), top_ps=(None, 0.5)
-    )
-    assert ex.marker == "temperature 1 · top-k all · top-p off"
-    seen = {bytes(ex.image.value)}
-    for name, value in (("top_k", 2), ("top_p", 0.5), ("temperature", 0.5)):
-        ex.controls[name].value = value
-        assert bytes(ex.image.value) not in seen
-        seen.add(bytes(ex.image.value))
-    assert ex.marker == "temperature 0.5 · top-k 2 · top-p 0.5"
-    assert ex.info_widget.value.count("·") <= 1  # at most 2 tokens kept
-    # the right panel is the renormalised kept set: it sums to 1
-    fig = ex.render()
-    right = fig.axes[1]
-    assert sum(p.get_height() for p in right.patches) == pytest.approx(1.0)
-
-    with pytest.raises(ValueError, match="tokens"):
-        viz.sampling_explorer(logits, tokens[:-1])
-
-
-def test_sampling_explorer_static_nests_three_levels(blank_figures):
-    logits, tokens = np.arange(6.0), list("abcdef")
-    st = viz.sampling_explorer(logits, tokens, mode="static")
-    assert len(st.views) == 3 * 3 * 3
-    assert len(st.stacks) == len(st.links) == 1 + 3 + 9  # temperature, then top-k, then top-p
-    sources = [_link_ends(link)[0] for link in st.links]
-    assert sources[0] is st.controls["temperature"]  # outermost first
-    counts = {name: sum(src is ctrl for src in sources) for name, ctrl in st.controls.items()}
-    assert counts == {"temperature": 1, "top_k": 3, "top_p": 9}
-    markers = {v.children[0].value for v in st.views}
-    assert len(markers) == 27
-    assert sum("temperature 2 · top-k 5 · top-p 0.5</span>" in m for m in markers) == 1
-    with pytest.raises(ValueError, match="max_views"):
-        viz.sampling_explorer(
-            logits,
-            tokens,
-            top_ps=(None, 0.9, 0.8, 0.5),
-            mode="static",
-            top_ks=(None, 1, 2, 3, 4, 5),
-        )
-
-
-def test_sampling_distribution_agrees_with_the_sampler():
-    from transformer_core import sampling
-    g = torch.Generator().manual_seed(1)
-    logits = torch.randn(40, generator=g) * 2
-    logits[5] = logits[6]  # a tie
-    for t, k, p in [(1.0, None, None), (0.7, 5, None), (1.3, None, 0.8), (1.0, 10, 0.5)]:
-        _, _, renorm = viz.sampling_distribution(logits, t, k, p)
-        expected = sampling.next_token_probs(logits[None], t, k, p)[0].double().numpy()
-        np.testing.assert_allclose(renorm, expected, atol=1e-6)
 
 
 def test_from_model_with_the_books_gpt(blank_figures):

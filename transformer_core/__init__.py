@@ -27,9 +27,13 @@ module                    what it holds                                      cha
 ``moe``                   mixture-of-experts feed-forward, MoE GPT           15
 ``memory``                activation checkpointing, saved-activation meter   16
 ``deploy``                int8 quantization, ONNX export and ONNX Runtime    16
-``viz``                   attention heatmaps and interactive explorers       all
-``exercises``             the auto-checks of every chapter's exercises       all
+``viz``                   attention heatmaps and explorers, the loss curve   all
+                          (optional: needs matplotlib and ipywidgets)
 ========================  =================================================  =======
+
+The book's own code, the exercises' checks and the chapters' small figures, is a package of its
+own, ``attention_book`` (in the repository's ``book/`` folder): it imports transformer_core, never
+the other way round.
 """
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention

@@ -33,13 +33,13 @@ __all__ = [
 ]
 
 
-def _check_attn(attn: Tensor, min_len: int = 1) -> Tensor:
+def _check_attn(attn: Tensor, min_len: int = 1, square: bool = True) -> Tensor:
     if not isinstance(attn, Tensor):
         raise TypeError(f"attention weights must be a torch.Tensor, got {type(attn).__name__}")
-    if attn.dim() < 2 or attn.shape[-1] != attn.shape[-2]:
+    if attn.dim() < 2 or (square and attn.shape[-1] != attn.shape[-2]):
         raise ValueError(
-            f"attention weights must end in (queries, keys) of equal length, got shape "
-            f"{tuple(attn.shape)}"
+            f"attention weights must end in (queries, keys){' of equal length' if square else ''}, "
+            f"got shape {tuple(attn.shape)}"
         )
     if attn.shape[-1] < min_len:
         raise ValueError(f"this score needs at least {min_len} positions, got {attn.shape[-1]}")
@@ -77,12 +77,12 @@ def induction_score(attn: Tensor, half_len: int) -> Tensor:
 
 
 def attention_entropy(attn: Tensor) -> Tensor:
-    """Entropy in nats of every row: ``(..., T, T) -> (..., T)``.
+    """Entropy in nats of every row: ``(..., T_q, T_k) -> (..., T_q)`` (cross-attention too).
 
     ``-sum_j w_j log w_j``, with ``0 log 0 = 0`` (``torch.xlogy``): the masked future, whose
     weights are exactly 0, adds nothing, where a plain ``w * w.log()`` would give NaN.
     """
-    attn = _check_attn(attn)
+    attn = _check_attn(attn, square=False)
     return -torch.xlogy(attn, attn).sum(dim=-1)
 
 

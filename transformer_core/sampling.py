@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["check_sampling_args", "filter_top_k", "filter_top_p", "next_token_probs", "sample_next_token"]
+__all__ = [
+    "check_sampling_args",
+    "filter_logits",
+    "filter_top_k",
+    "filter_top_p",
+    "next_token_probs",
+    "sample_next_token",
+]
 
 
 def check_sampling_args(
@@ -48,17 +55,21 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Top-k, then top-p: the logits of the tokens sampling may draw, every other one ``-inf``."""
+    if top_k is not None:
+        logits = filter_top_k(logits, top_k)
+    if top_p is not None:
+        logits = filter_top_p(logits, top_p)
+    return logits
+
+
 def next_token_probs(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
 ) -> Tensor:
     """The distribution sampling draws from: ``softmax(filter(logits / temperature))``, ``(B, V)``."""
     check_sampling_args(temperature, top_k, top_p, logits.shape[-1])
-    logits = logits / temperature
-    if top_k is not None:
-        logits = filter_top_k(logits, top_k)
-    if top_p is not None:
-        logits = filter_top_p(logits, top_p)
-    return torch.softmax(logits.float(), dim=-1)
+    return torch.softmax(filter_logits(logits / temperature, top_k, top_p).float(), dim=-1)
 
 
 def sample_next_token(

@@ -1,6 +1,10 @@
-"""Pictures of attention: heatmaps and the interactive explorers the chapters use.
+"""Pictures of attention and of training: heatmaps, the attention explorer, the loss curve.
 
-Everything here works on plain arrays (numpy or torch), so it does not care which model made them.
+The optional part of transformer_core: it needs matplotlib and ipywidgets (the ``book`` extra,
+``pip install 'transformer_core[book]'``), imported when a name below is first used, so that
+``import transformer_core.viz`` works without them. It is built on the core's own functions
+(:func:`transformer_core.causal_mask`, :func:`transformer_core.interpret.attention_entropy`) and
+takes plain arrays (numpy or torch), so it does not care which model made them.
 
 * :func:`attention_heatmap` draws one attention matrix, queries as rows and keys as columns, on a
   fixed 0-1 colour scale, with masked cells (future positions, padding) hatched grey so that they
@@ -8,8 +12,10 @@ Everything here works on plain arrays (numpy or torch), so it does not care whic
 * :class:`AttentionExplorer` browses a whole model's attention, shaped (layers, heads, queries, keys):
   layer, head (or the mean / max over heads), query row, mask on/off, a compare view of several heads
   and an overview of every layer x head with its mean row entropy.
-* :func:`softmax_temperature_explorer`, :func:`positional_encoding_explorer` and
-  :func:`sampling_explorer` are the smaller figures of chapters 01, 03 and 08.
+* :func:`plot_history` and :class:`LiveLossPlot` draw the loss curve of a training run, the second
+  while it runs (a callback of :func:`transformer_core.training.train`).
+* :class:`FigureExplorer` is what every explorer is built on, for explorers of one's own (the
+  book's smaller figures, in ``attention_book.figures``, are built on it).
 
 Rendering: every figure is a :class:`matplotlib.figure.Figure` drawn by the Agg canvas directly (never
 ``pyplot``, so no figure leaks and none is shown twice), turned into PNG bytes and put in an
@@ -31,49 +37,52 @@ The default mode is ``"live"``; :func:`set_widget_mode` or the environment varia
 Every explorer prints a small text marker above its image (``layer 1 · head 2 · query 5 'c'``) that
 changes with each redraw; in static mode each pre-rendered view carries its own marker.
 
-Modules: ``heatmap`` (the heatmap, masks, entropy), ``attention`` (AttentionExplorer), ``figures``
-(the smaller explorers), ``_explorer`` (the live/static machinery they share), ``_common`` (helpers).
+Modules: ``heatmap`` (the heatmap and its masks), ``attention`` (AttentionExplorer),
+``training_plots`` (the loss curve), ``_explorer`` (the live/static machinery every explorer
+shares), ``_common`` (helpers).
 """
 
-try:
-    import ipywidgets  # noqa: F401
-    import matplotlib  # noqa: F401
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "transformer_core.viz needs matplotlib and ipywidgets; install the book extras: "
-        "pip install 'transformer_core[book]'"
-    ) from err
+from __future__ import annotations
 
-from ._common import LongInputWarning, figure_to_png, set_widget_mode, token_label
-from .attention import AttentionExplorer
-from .figures import (
-    PositionalEncodingExplorer,
-    SamplingExplorer,
-    SoftmaxTemperatureExplorer,
-    positional_encoding_explorer,
-    sampling_distribution,
-    sampling_explorer,
-    sinusoidal_encoding,
-    softmax_temperature_explorer,
-)
-from .heatmap import attention_entropy, attention_heatmap, causal_mask, infer_causal_mask
+import importlib
+from typing import Any
 
-__all__ = [
-    "AttentionExplorer",
-    "LongInputWarning",
-    "PositionalEncodingExplorer",
-    "SamplingExplorer",
-    "SoftmaxTemperatureExplorer",
-    "attention_entropy",
-    "attention_heatmap",
-    "causal_mask",
-    "figure_to_png",
-    "infer_causal_mask",
-    "positional_encoding_explorer",
-    "sampling_distribution",
-    "sampling_explorer",
-    "set_widget_mode",
-    "sinusoidal_encoding",
-    "softmax_temperature_explorer",
-    "token_label",
-]
+# public name -> the module that holds it (imported on first use: matplotlib, ipywidgets)
+_WHERE = {
+    "AttentionExplorer": "attention",
+    "FigureExplorer": "_explorer",
+    "HIGHLIGHT_COLOR": "_common",
+    "LiveLossPlot": "training_plots",
+    "LongInputWarning": "_common",
+    "as_tokens": "_common",
+    "attention_heatmap": "heatmap",
+    "figure_to_png": "_common",
+    "infer_causal_mask": "heatmap",
+    "new_figure": "_common",
+    "plot_history": "training_plots",
+    "set_widget_mode": "_common",
+    "tick_fontsize": "_common",
+    "to_numpy": "_common",
+    "token_label": "_common",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(f".{_WHERE[name]}", __name__)
+    except ImportError as err:
+        raise ImportError(
+            f"transformer_core.viz.{name} needs matplotlib and ipywidgets ({err}); install the "
+            "book extra: pip install 'transformer_core[book]'"
+        ) from err
+    value = getattr(module, name)
+    globals()[name] = value  # the next look-up finds it directly
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -55,7 +55,7 @@ def _resolve_mode(mode: str | None) -> Mode:
     return _check_mode(mode)
 
 
-def _to_numpy(x: Any, name: str = "array") -> np.ndarray:
+def to_numpy(x: Any, name: str = "array") -> np.ndarray:
     """A float64 (or bool) numpy copy of a numpy array, torch tensor or nested list."""
     if hasattr(x, "detach"):  # a torch tensor, without importing torch
         x = x.detach().cpu()
@@ -70,7 +70,7 @@ def _to_numpy(x: Any, name: str = "array") -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def _as_tokens(tokens: Any, name: str = "tokens") -> list[str]:
+def as_tokens(tokens: Any, name: str = "tokens") -> list[str]:
     """Tokens as a list of strings: a string counts as its characters, ids become ``str(id)``."""
     if isinstance(tokens, str):
         return list(tokens)
@@ -99,7 +99,8 @@ def _token_repr(token: str) -> str:
     return repr(token)
 
 
-def _tick_fontsize(n: int) -> float:
+def tick_fontsize(n: int) -> float:
+    """The font size of an axis' tick labels when it carries ``n`` of them (10 down to 4)."""
     if n <= 16:
         return 10
     if n <= 32:
@@ -109,7 +110,7 @@ def _tick_fontsize(n: int) -> float:
     return 4
 
 
-def _new_figure(figsize: tuple[float, float], dpi: float = 100) -> Figure:
+def new_figure(figsize: tuple[float, float], dpi: float = 100) -> Figure:
     """A Figure on its own Agg canvas: not registered with pyplot, so it can never leak."""
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)

@@ -30,7 +30,7 @@ def _marker_html(text: str) -> str:
     return f'<span class="tc-marker">{html.escape(text)}</span>'
 
 
-class _FigureExplorer:
+class FigureExplorer:
     """Controls -> a matplotlib figure -> PNG in a ``widgets.Image``; live or static.
 
     Subclasses fill ``self.controls`` (name -> selection widget whose options are (label, value)

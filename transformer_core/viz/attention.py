@@ -16,13 +16,13 @@ from ._common import (
     DEFAULT_CMAP,
     LongInputWarning,
     Mode,
-    _as_tokens,
-    _new_figure,
-    _to_numpy,
     _token_repr,
+    as_tokens,
+    new_figure,
+    to_numpy,
     token_label,
 )
-from ._explorer import _FigureExplorer
+from ._explorer import FigureExplorer
 from .heatmap import (
     _check_query_index,
     _draw_heatmap,
@@ -44,9 +44,9 @@ def _normalize_attn(attn: Any, batch_index: int | None) -> np.ndarray:
     if isinstance(attn, (list, tuple)):
         if not attn:
             raise ValueError("attn is empty")
-        w = np.stack([_to_numpy(a, "attn") for a in attn])
+        w = np.stack([to_numpy(a, "attn") for a in attn])
     else:
-        w = _to_numpy(attn, "attn")
+        w = to_numpy(attn, "attn")
     if batch_index is not None and w.ndim != 5:
         raise ValueError(
             f"batch_index is for attn shaped (layers, batch, heads, queries, keys); got {w.shape}"
@@ -96,7 +96,7 @@ def _encode_input(text_or_ids: Any, tokenizer: Any) -> list[int]:
     return [int(i) for i in ids]
 
 
-class AttentionExplorer(_FigureExplorer):
+class AttentionExplorer(FigureExplorer):
     """Browse a model's attention: every layer and head, one query row at a time.
 
     Parameters
@@ -178,7 +178,7 @@ class AttentionExplorer(_FigureExplorer):
         )
         w = _normalize_attn(attn, batch_index)
         n_layer, n_head, nq, nk = w.shape
-        keys = _as_tokens(tokens, "tokens")
+        keys = as_tokens(tokens, "tokens")
         if len(keys) != nk:
             raise ValueError(f"attn has {nk} key positions but {len(keys)} tokens were given")
         if query_tokens is None:
@@ -188,7 +188,7 @@ class AttentionExplorer(_FigureExplorer):
                 )
             queries = keys
         else:
-            queries = _as_tokens(query_tokens, "query_tokens")
+            queries = as_tokens(query_tokens, "query_tokens")
             if len(queries) != nq:
                 raise ValueError(
                     f"attn has {nq} query positions but {len(queries)} query_tokens were given"
@@ -440,7 +440,7 @@ class AttentionExplorer(_FigureExplorer):
         heads = list(state.get("compare_heads") or [state["head"]])
         nq, nk = self.n_queries, self.n_keys
         w0, h0 = _heatmap_figsize(nq, nk, extra_w=0.0)
-        fig = _new_figure((w0 * len(heads) + 1.2, h0 + 0.3), self.dpi)
+        fig = new_figure((w0 * len(heads) + 1.2, h0 + 0.3), self.dpi)
         axes = fig.subplots(1, len(heads), squeeze=False)[0]
         im = None
         for i, (ax, head) in enumerate(zip(axes, heads, strict=True)):
@@ -473,7 +473,7 @@ class AttentionExplorer(_FigureExplorer):
     def _overview_figure(self, state: dict[str, Any]) -> Figure:
         n_layer, n_head = self.n_layer, self.n_head
         panel = min(1.9, 15.0 / max(n_layer, n_head))
-        fig = _new_figure((panel * n_head + 1.0, panel * n_layer + 0.6), self.dpi)
+        fig = new_figure((panel * n_head + 1.0, panel * n_layer + 0.6), self.dpi)
         axes = fig.subplots(n_layer, n_head, squeeze=False)
         im = None
         for li in range(n_layer):

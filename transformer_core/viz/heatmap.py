@@ -6,53 +6,48 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .. import causal_mask
+from ..interpret import attention_entropy
 from ._common import (
     DEFAULT_CMAP,
     HATCH_COLOR,
     HIGHLIGHT_COLOR,
     MASK_COLOR,
-    _as_tokens,
     _get_cmap,
-    _new_figure,
-    _tick_fontsize,
-    _to_numpy,
+    as_tokens,
+    new_figure,
+    tick_fontsize,
+    to_numpy,
     token_label,
 )
 
 # --------------------------------------------------------------------------------------------------
-# Masks and entropy
+# Masks and entropy (both the core's: transformer_core.causal_mask, interpret.attention_entropy)
 # --------------------------------------------------------------------------------------------------
 
 
-def causal_mask(n_queries: int, n_keys: int | None = None) -> np.ndarray:
-    """Bool mask, shape (n_queries, n_keys), True where a query may **not** look (the future).
-
-    With fewer queries than keys (the last queries of a longer sequence, as with a KV cache) query
-    ``i`` sits at position ``i + n_keys - n_queries``.
-    """
-    n_keys = n_queries if n_keys is None else n_keys
-    offset = n_keys - n_queries
-    q = np.arange(n_queries)[:, None]
-    k = np.arange(n_keys)[None, :]
-    return k > q + offset
-
-
 def infer_causal_mask(weights: Any) -> np.ndarray:
-    """The causal mask of ``weights`` (..., queries, keys), after checking it really is causal.
+    """Where ``weights`` (..., queries, keys) hide the future, after checking they are causal.
+
+    Returns a bool (queries, keys) array, True where a query may **not** look: the cells a heatmap
+    hatches, the opposite of :func:`transformer_core.causal_mask` (True where a query may look),
+    from which it is built. With fewer queries than keys (the last queries of a longer sequence,
+    as with a KV cache) query ``i`` sits at position ``i + keys - queries``.
 
     Raises ValueError when any weight above the diagonal is non-zero: a causal model gives exactly
     0 there, so a non-zero entry means the weights are not causal and a causal mask would hide real
     attention.
     """
-    w = _to_numpy(weights, "weights")
+    w = to_numpy(weights, "weights")
     if w.ndim < 2:
         raise ValueError(f"weights must have at least 2 dimensions (queries, keys), got {w.shape}")
-    m = causal_mask(w.shape[-2], w.shape[-1])
+    m = ~causal_mask(w.shape[-2], w.shape[-1]).numpy()  # the core's mask says where a query may look
     above = w[..., m]
     bad = np.count_nonzero(above)
     if bad:
@@ -72,7 +67,7 @@ def _resolve_mask(mask: Any, weights: np.ndarray) -> np.ndarray | None:
         if mask != "causal":
             raise ValueError(f"mask must be None, 'causal' or a bool array, not {mask!r}")
         return np.broadcast_to(infer_causal_mask(weights), weights.shape).copy()
-    m = _to_numpy(mask, "mask")
+    m = to_numpy(mask, "mask")
     if m.dtype != bool:
         raise ValueError(
             f"mask must be a bool array (True = masked / not allowed), got dtype {m.dtype}"
@@ -86,22 +81,11 @@ def _resolve_mask(mask: Any, weights: np.ndarray) -> np.ndarray | None:
         ) from None
 
 
-def attention_entropy(weights: Any, mask: Any = None) -> np.ndarray:
-    """Entropy in nats of every attention row: shape ``weights.shape[:-1]``.
-
-    0 means the query puts all its weight on one key; ``log(n)`` means it spreads evenly over ``n``
-    keys. Masked entries (``mask`` True) are left out.
-    """
-    w = _to_numpy(weights, "weights")
-    if mask is not None:
-        w = np.where(_resolve_mask(mask, w), 0.0, w)
-    safe = np.where(w > 0, w, 1.0)
-    return -(np.where(w > 0, w * np.log(safe), 0.0)).sum(-1)
-
-
 def _mean_row_entropy(w: np.ndarray, mask: np.ndarray | None) -> float:
-    """Mean entropy of the rows of w (q, k) that are not fully masked."""
-    ent = attention_entropy(w, mask)
+    """Mean entropy (nats) of the rows of w (q, k) that are not fully masked; masked cells left out."""
+    if mask is not None:
+        w = np.where(mask, 0.0, w)
+    ent = attention_entropy(torch.from_numpy(w)).numpy()
     valid = np.ones(w.shape[0], bool) if mask is None else ~mask.all(-1)
     return float(ent[valid].mean()) if valid.any() else 0.0
 
@@ -157,12 +141,12 @@ def _draw_heatmap(
     ax.set_ylim(nq - 0.5, -0.5)
     if keys is not None:
         ax.set_xticks(
-            range(nk), [token_label(t) for t in keys], rotation=90, fontsize=_tick_fontsize(nk)
+            range(nk), [token_label(t) for t in keys], rotation=90, fontsize=tick_fontsize(nk)
         )
     else:
         ax.set_xticks([])
     if queries is not None:
-        ax.set_yticks(range(nq), [token_label(t) for t in queries], fontsize=_tick_fontsize(nq))
+        ax.set_yticks(range(nq), [token_label(t) for t in queries], fontsize=tick_fontsize(nq))
     else:
         ax.set_yticks([])
     if axis_labels:
@@ -269,14 +253,14 @@ def attention_heatmap(
     What to notice: each row is one query's distribution over the keys, so read the picture row by
     row; a bright cell means "this query takes much of its value from that key".
     """
-    w = _to_numpy(weights, "weights")
+    w = to_numpy(weights, "weights")
     if w.ndim != 2:
         raise ValueError(
             f"attention_heatmap expects 2-D weights (queries, keys), got shape {tuple(w.shape)}; "
             "pick one layer and head first, e.g. attn[layer, batch, head]"
         )
     nq, nk = w.shape
-    keys = _as_tokens(tokens, "tokens")
+    keys = as_tokens(tokens, "tokens")
     if len(keys) != nk:
         raise ValueError(f"weights have {nk} key columns but {len(keys)} tokens were given")
     if query_tokens is None:
@@ -287,7 +271,7 @@ def attention_heatmap(
             )
         queries = keys
     else:
-        queries = _as_tokens(query_tokens, "query_tokens")
+        queries = as_tokens(query_tokens, "query_tokens")
         if len(queries) != nq:
             raise ValueError(
                 f"weights have {nq} query rows but {len(queries)} query_tokens were given"
@@ -297,7 +281,7 @@ def attention_heatmap(
     if annotate is None:
         annotate = max(nq, nk) <= 10
     if ax is None:
-        fig = _new_figure(figsize or _heatmap_figsize(nq, nk), dpi)
+        fig = new_figure(figsize or _heatmap_figsize(nq, nk), dpi)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
