@@ -1,7 +1,8 @@
 # Attention Zero To One: run the book, test it, build the site.
 #
 #   make lab     open the book in JupyterLab (creates .venv, installs the book's locked
-#                requirements on first use: the package and its book extra)
+#                requirements on first use: the package and its book extra, and the book's
+#                own package, attention_book, from book/)
 #   make test    installs the dev extra too (locked), then ruff, notebook pairing, the table of
 #                contents check, pytest and every chapter re-run by nbval; rewrites no file
 #   make lock    re-resolve requirements-lock.txt after a change to pyproject.toml
@@ -29,6 +30,10 @@ BIN := $(VENV)/bin
 # requirements-lock.txt: the exact version of every package the book, its tests and its tools
 # use (made by `make lock` from pyproject.toml and constraints.txt). Both installs take every
 # version from it: `make lab` the package with its book extra, `make test` also the dev extra.
+# Both install the book's own package too (book/: attention_book, the exercise checks and the
+# chapters' figures), editable; it requires nothing the library's book extra does not (a test
+# checks), so the lock holds its requirements as well.
+BOOK_PKG := ./book
 LOCK := requirements-lock.txt
 STAMP_BOOK := $(VENV)/.installed-book
 STAMP := $(VENV)/.installed
@@ -46,7 +51,7 @@ PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/python -m piptools comp
 # Chapter notebooks, found when a recipe runs (others may add chapters at any time).
 FIND_NOTEBOOKS := find chapters -name '*.ipynb' -not -path '*/.*' -not -path '*/_build/*' 2>/dev/null | sort
 FIRST_PAGE := chapters/00_how_to_use_this_book.ipynb
-LINT_PATHS = $(wildcard conftest.py transformer_core tests benchmarks chapters scripts _ext)
+LINT_PATHS = $(wildcard conftest.py transformer_core book tests benchmarks chapters scripts _ext)
 NBVAL_ARGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 	--nbval-cell-timeout=$(NBVAL_CELL_TIMEOUT)
 # Chapters are executed for commit with the explorers in static mode (every view pre-rendered,
@@ -82,18 +87,19 @@ $(BIN)/python:
 CHECK_VENV_PYTHON := $(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
 	  echo "error: $(VENV) uses Python older than 3.10; run 'make clean-venv' and try again" >&2; exit 1; }
 
-# What a reader needs: transformer_core and the book extra, at the locked versions.
-$(STAMP_BOOK): pyproject.toml $(LOCK) | $(BIN)/python
+# What a reader needs: transformer_core and the book extra, at the locked versions, and the book's
+# own package (attention_book).
+$(STAMP_BOOK): pyproject.toml $(BOOK_PKG)/pyproject.toml $(LOCK) | $(BIN)/python
 	@$(CHECK_VENV_PYTHON)
-	@echo "==> installing transformer_core with the book extra into $(VENV) (versions from $(LOCK))"
-	$(PIP_LOCKED) -e ".[book]"
+	@echo "==> installing transformer_core with the book extra and attention_book into $(VENV) (versions from $(LOCK))"
+	$(PIP_LOCKED) -e ".[book]" -e $(BOOK_PKG)
 	@touch $@
 
 # What the tests need as well: every package of the lock (the dev extra too), then pip check.
-$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+$(STAMP): pyproject.toml $(BOOK_PKG)/pyproject.toml $(LOCK) | $(BIN)/python
 	@$(CHECK_VENV_PYTHON)
-	@echo "==> installing $(LOCK) and transformer_core with the book and dev extras into $(VENV)"
-	$(PIP_LOCKED) -r $(LOCK) -e ".[book,dev]"
+	@echo "==> installing $(LOCK), transformer_core with the book and dev extras and attention_book into $(VENV)"
+	$(PIP_LOCKED) -r $(LOCK) -e ".[book,dev]" -e $(BOOK_PKG)
 	$(BIN)/python -m pip check
 	@if $(BIN)/python -m pip list 2>/dev/null | grep -qi '^nvidia-'; then \
 	  echo "note: $(VENV) holds the CUDA build of torch (several GB). A CPU-only machine needs only"; \
@@ -103,9 +109,9 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 
 venv: $(BIN)/python ## create .venv (Python >= 3.10) if it is missing
 
-install: $(STAMP) ## install the locked package with its book and dev extras into .venv (only when needed)
+install: $(STAMP) ## install the locked package with its book and dev extras, and attention_book, into .venv (only when needed)
 
-install-book: $(STAMP_BOOK) ## install the locked package with its book extra only: what make lab needs
+install-book: $(STAMP_BOOK) ## install the locked package with its book extra, and attention_book: what make lab needs
 
 lock: $(BIN)/python ## re-resolve requirements-lock.txt from pyproject.toml (LOCK_ARGS=--upgrade: newest versions)
 	@$(BIN)/python -c "import piptools" 2>/dev/null || \
@@ -123,7 +129,7 @@ lab: install-book ## open the book in JupyterLab
 
 # --- testing ----------------------------------------------------------------------------------
 
-lint: install ## ruff over the package, tests, benchmarks and the chapter notebooks
+lint: install ## ruff over the packages (transformer_core, book/attention_book), tests, benchmarks and the chapter notebooks
 	@echo "==> ruff check $(LINT_PATHS)"
 	@$(BIN)/ruff check $(LINT_PATHS)
 
@@ -197,7 +203,7 @@ book: install $(NODE_STAMP) toc ## build the static site strictly (warnings are 
 # --- cleaning ---------------------------------------------------------------------------------
 
 clean: ## remove the site, caches and test artifacts (keeps .venv)
-	rm -rf _build .pytest_cache .ruff_cache .hypothesis test-artifacts *.egg-info
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis test-artifacts *.egg-info book/*.egg-info
 	find . -path './.*' -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 clean-venv: ## remove .venv as well (the next make reinstalls)

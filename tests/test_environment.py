@@ -6,6 +6,10 @@ extras. environment.yml lists each of them as a conda-forge package (under the c
 where it differs) with the same version specifier, or, for a package conda-forge lacks, as a pip
 requirement; it must list nothing else besides python and pip, and it must install the project
 itself with pip. When one file changes, this test names what the other one needs.
+
+The book's own package, attention_book (book/pyproject.toml), is installed beside it (make install,
+environment.yml): it requires transformer_core and otherwise only what pyproject.toml already
+declares, with the same bounds, so the lock, made from pyproject.toml, pins all of it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ except ModuleNotFoundError:  # Python 3.10: pytest brings tomli, the same parser
 
 REPO = Path(__file__).resolve().parents[1]
 EXTRAS = ("book", "dev")
+BOOK_PYPROJECT = REPO / "book" / "pyproject.toml"
 
 # pip name -> conda-forge name, where they differ
 CONDA_NAME = {
@@ -130,6 +135,42 @@ def test_environment_yml_installs_the_package_with_its_extras():
     assert match and extras >= set(EXTRAS), (
         f"environment.yml installs '{project_lines[0]}'; write -e .[{','.join(EXTRAS)}], or pip "
         "and conda disagree on what the environment holds"
+    )
+
+
+def test_environment_yml_installs_the_books_own_package():
+    assert "-e ./book" in [line.strip() for line in pip_lines()], (
+        "environment.yml's pip section must install the book's own package as well: -e ./book"
+    )
+
+
+def book_requirements() -> dict[str, Requirement]:
+    project = tomllib.loads(BOOK_PYPROJECT.read_text(encoding="utf-8"))["project"]
+    reqs = [Requirement(line) for line in project["dependencies"]]
+    return {canonicalize_name(r.name): r for r in reqs}
+
+
+def test_the_book_package_requires_only_what_the_library_declares():
+    """attention_book needs transformer_core (any version of this one) and otherwise packages of
+    pyproject.toml with the same bounds: then the lock and environment.yml cover it too."""
+    library = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    book = book_requirements()
+    core = book.pop(canonicalize_name(library["name"]), None)
+    assert core is not None, "book/pyproject.toml must require transformer_core"
+    assert core.specifier.contains(library["version"]), (
+        f"book/pyproject.toml wants {core}, but the library is {library['version']}"
+    )
+    declared = pyproject_requirements()
+    problems = [
+        f"{req} (book/pyproject.toml): pyproject.toml "
+        + (f"says '{declared[name].specifier}'" if name in declared else "does not declare it")
+        for name, req in sorted(book.items())
+        if name not in declared or declared[name].specifier != req.specifier
+    ]
+    assert not problems, (
+        "book/pyproject.toml needs what pyproject.toml (and so the lock) does not hold; add it to "
+        "pyproject.toml (the book extra) with the same bounds, then make lock:\n  "
+        + "\n  ".join(problems)
     )
 
 
@@ -261,7 +302,8 @@ def test_this_environment_holds_the_locked_versions():
     if wrong:
         pytest.fail(
             "this environment is not the locked one (make install reinstalls it; by hand: "
-            "pip install -c requirements-lock.txt -r requirements-lock.txt -e '.[book,dev]'):\n  "
+            "pip install -c requirements-lock.txt -r requirements-lock.txt -e '.[book,dev]' "
+            "-e ./book):\n  "
             + "\n  ".join(wrong),
             pytrace=False,
         )
