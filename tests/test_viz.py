@@ -135,9 +135,9 @@ def test_heatmap_draws_into_a_given_axes():
     ("kwargs", "match"),
     [
         (dict(weights=np.ones((2, 3, 3)) / 3, tokens="abc"), "2-D"),
-        (dict(weights=np.ones((3, 3)) / 3, tokens="ab"), "3 key columns but 2 tokens"),
+        (dict(weights=np.ones((3, 3)) / 3, tokens="ab"), "has 3 keys .columns. but 2 tokens"),
         (dict(weights=np.ones((2, 3)) / 3, tokens="abc"), "query_tokens"),
-        (dict(weights=np.ones((2, 3)) / 3, tokens="abc", query_tokens="xyz"), "2 query rows"),
+        (dict(weights=np.ones((2, 3)) / 3, tokens="abc", query_tokens="xyz"), "has 2 queries .rows. but 3 query_tokens"),
         (dict(weights=np.ones((3, 3)) / 3, tokens="abc", mask=np.zeros((3, 3))), "bool"),
         (dict(weights=np.ones((3, 3)) / 3, tokens="abc", mask=np.zeros((2, 2), bool)), "fit"),
         (dict(weights=np.ones((3, 3)) / 3, tokens="abc", mask="future"), "causal"),
@@ -252,9 +252,9 @@ def test_explorer_batch_needs_batch_index(blank_figures):
     [
         (np.ones((5, 5)) / 5, {}, "shaped"),
         (np.ones((1, 1, 1, 1, 5, 5)) / 5, {}, "shaped"),
-        (np.ones((1, 2, 5, 5)) / 5, dict(tokens="abcd"), "5 key positions but 4 tokens"),
+        (np.ones((1, 2, 5, 5)) / 5, dict(tokens="abcd"), "has 5 keys .columns. but 4 tokens"),
         (np.ones((1, 2, 3, 5)) / 5, {}, "query_tokens"),
-        (np.ones((1, 2, 3, 5)) / 5, dict(query_tokens="ab"), "3 query positions"),
+        (np.ones((1, 2, 3, 5)) / 5, dict(query_tokens="ab"), "has 3 queries .rows. but 2 query_tokens"),
         (np.ones((1, 2, 5, 5)) / 5, dict(layer_names=["a", "b"]), "layer_names"),
         (np.ones((1, 2, 5, 5)) / 5, dict(head=2), "head=2"),
         (np.ones((1, 2, 5, 5)) / 5, dict(mask="causal"), "not causal"),
@@ -494,7 +494,7 @@ def test_from_model_with_the_books_encoder_decoder(blank_figures):
 
     torch.manual_seed(0)
     cfg = TransformerConfig(src_vocab_size=12, tgt_vocab_size=12, d_model=16, n_head=2, d_ff=32,
-                            n_encoder_layers=2, n_decoder_layers=1, max_len=32, dropout=0.0)
+                            n_encoder_layers=2, n_decoder_layers=1, context_length=32, dropout=0.0)
     model = Transformer(cfg)
     src, tgt = [3, 1, 4, 1, 5], [2, 7, 1]
     _, attn = model(torch.tensor([src]), torch.tensor([tgt]), return_attention=True)

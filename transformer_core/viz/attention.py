@@ -17,7 +17,6 @@ from ._common import (
     LongInputWarning,
     Mode,
     _token_repr,
-    as_tokens,
     new_figure,
     to_numpy,
     token_label,
@@ -27,6 +26,7 @@ from .heatmap import (
     _check_query_index,
     _draw_heatmap,
     _heatmap_figsize,
+    _keys_and_queries,
     _mean_row_entropy,
     _resolve_mask,
     attention_heatmap,
@@ -178,21 +178,7 @@ class AttentionExplorer(FigureExplorer):
         )
         w = _normalize_attn(attn, batch_index)
         n_layer, n_head, nq, nk = w.shape
-        keys = as_tokens(tokens, "tokens")
-        if len(keys) != nk:
-            raise ValueError(f"attn has {nk} key positions but {len(keys)} tokens were given")
-        if query_tokens is None:
-            if nq != nk:
-                raise ValueError(
-                    f"attn has {nq} queries and {nk} keys: for cross-attention pass query_tokens"
-                )
-            queries = keys
-        else:
-            queries = as_tokens(query_tokens, "query_tokens")
-            if len(queries) != nq:
-                raise ValueError(
-                    f"attn has {nq} query positions but {len(queries)} query_tokens were given"
-                )
+        keys, queries = _keys_and_queries(tokens, query_tokens, nq, nk, "attn")
         m = _resolve_mask(mask, w)
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")

@@ -198,6 +198,31 @@ def _heatmap_figsize(nq: int, nk: int, extra_w: float = 1.6) -> tuple[float, flo
     return (nk * cell + 1.2 + extra_w, nq * cell + 1.6)
 
 
+def _keys_and_queries(
+    tokens: Any, query_tokens: Any, nq: int, nk: int, what: str
+) -> tuple[list[str], list[str]]:
+    """The key and query labels of attention over ``nq`` queries and ``nk`` keys, checked.
+
+    Without ``query_tokens`` the queries are the keys (self-attention), so they must be as many.
+    """
+    keys = as_tokens(tokens, "tokens")
+    if len(keys) != nk:
+        raise ValueError(f"{what} has {nk} keys (columns) but {len(keys)} tokens were given")
+    if query_tokens is None:
+        if nq != nk:
+            raise ValueError(
+                f"{what} has {nq} queries (rows) and {nk} keys (columns): for cross-attention "
+                "pass query_tokens (one per query) as well as tokens (one per key)"
+            )
+        return keys, keys
+    queries = as_tokens(query_tokens, "query_tokens")
+    if len(queries) != nq:
+        raise ValueError(
+            f"{what} has {nq} queries (rows) but {len(queries)} query_tokens were given"
+        )
+    return keys, queries
+
+
 def _check_query_index(q: int | None, nq: int, name: str = "highlight_query") -> int | None:
     if q is None:
         return None
@@ -260,22 +285,7 @@ def attention_heatmap(
             "pick one layer and head first, e.g. attn[layer, batch, head]"
         )
     nq, nk = w.shape
-    keys = as_tokens(tokens, "tokens")
-    if len(keys) != nk:
-        raise ValueError(f"weights have {nk} key columns but {len(keys)} tokens were given")
-    if query_tokens is None:
-        if nq != nk:
-            raise ValueError(
-                f"weights have {nq} query rows and {nk} key columns: for cross-attention pass "
-                "query_tokens (one per row) as well as tokens (one per column)"
-            )
-        queries = keys
-    else:
-        queries = as_tokens(query_tokens, "query_tokens")
-        if len(queries) != nq:
-            raise ValueError(
-                f"weights have {nq} query rows but {len(queries)} query_tokens were given"
-            )
+    keys, queries = _keys_and_queries(tokens, query_tokens, nq, nk, "the weight matrix")
     m = _resolve_mask(mask, w)
     hq = _check_query_index(highlight_query, nq)
     if annotate is None:
