@@ -19,6 +19,7 @@ module                    what it holds                                      cha
 ``schedules``             warm-up + cosine and the paper's schedule          07
 ``sampling``              greedy, temperature, top-k, top-p                  08
 ``transformer``           the paper's encoder-decoder, beam search           09
+``translation``           English -> Tolan: the translation task, checker    09
 ``interpret``             head scores: previous-token, induction, entropy    10
 ``distributed``           data-parallel training under torchrun              12
 ``checkpoint``            saving and loading a model with its config         07
