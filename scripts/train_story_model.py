@@ -10,9 +10,12 @@ corpus: the grammar is the data source, so the script writes fresh stories from 
 TRAIN_SEED), enough that the model never sees a story twice as often as it could memorise it.
 Validation stories come from another seed; none of them is trained on.
 
-Measured on a quiet two-core laptop CPU (2026-12-02): see the "seconds" in the file's extra and in
-the line the script prints at the end. Re-running gives a model of the same quality (the same
-recipe and seeds; the last float bits of the arithmetic depend on the CPU), not the same bits.
+Measured: the committed weights took 2,073 s (their extra's "seconds"), on a machine shared with
+other jobs. Re-run on a quiet two-core CPU on 2026-12-02 (`--out /tmp/story_rerun.pt`): 466 s of
+training, 7 min 58 s for the whole script, and a model of the same quality, validation 0.3094 nats
+per character (3% above the floor) and 99.0% grammatical sentences (95% interval 98.4-99.4%, 1,629
+sentences). Re-running gives a model of the same quality (the same recipe and seeds; the last float
+bits of the arithmetic depend on the CPU), not the same bits.
 """
 
 from __future__ import annotations
