@@ -25,6 +25,8 @@ module                    what it holds                                      cha
 ``checkpoint``            saving and loading a model with its config         07
 ``encoder_only``          a BERT-style encoder, masked-language modelling    13
 ``efficient_attention``   sliding-window and linear attention                14
+``flash_attention``       FlashAttention: tiled online softmax, recomputing  14
+                          backward
 ``moe``                   mixture-of-experts feed-forward, MoE GPT           15
 ``memory``                activation checkpointing, saved-activation meter   16
 ``deploy``                int8 quantization, ONNX export and ONNX Runtime    16
@@ -42,6 +44,7 @@ from .blocks import DecoderLayer, EncoderLayer, TransformerBlock
 from .checkpoint import load_model, save_model
 from .efficient_attention import LinearAttention, SlidingWindowAttention
 from .encoder_only import BERT, BERTConfig
+from .flash_attention import flash_attention
 from .floor import (
     FloorEstimate,
     corpus_floor,
@@ -99,6 +102,7 @@ __all__ = [
     "BERTConfig",
     "SlidingWindowAttention",
     "LinearAttention",
+    "flash_attention",
     "MoEFeedForward",
     "MoEGPT",
     "MoEGPTConfig",
