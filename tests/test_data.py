@@ -412,7 +412,7 @@ def test_synthetic_vocab():
     assert v.decode(torch.tensor(ids)) == "12"
     with pytest.raises(ValueError, match="only digits and '\\+'"):
         v.encode("1a")
-    with pytest.raises(ValueError, match="outside the synthetic vocabulary"):
+    with pytest.raises(ValueError, match="outside this tokenizer.s vocabulary"):
         v.decode([14])
     with pytest.raises(ValueError, match="1-D"):
         v.decode(torch.zeros(2, 2, dtype=torch.long))

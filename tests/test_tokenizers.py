@@ -17,9 +17,13 @@ from hypothesis import strategies as st
 from transformer_core.data import load_corpus
 from transformer_core.tokenizers import (
     GPT2_SPLIT_PATTERN,
+    SYNTHETIC_VOCAB,
+    TOKENIZER_KINDS,
     ByteBPETokenizer,
     CharTokenizer,
+    SyntheticVocab,
     Tokenizer,
+    WordTokenizer,
     load_tokenizer,
 )
 
@@ -307,3 +311,38 @@ def test_bpe_save_load(tmp_path):
     bad.write_text('{"type": "ByteBPETokenizer", "version": 99, "merges": []}')
     with pytest.raises(ValueError, match="format version 99"):
         load_tokenizer(bad)
+
+
+# ------------------------------------------------------------------ every kind, one loader
+EVERY_KIND = {
+    "CharTokenizer": (lambda: CharTokenizer.from_text("the fox ran. 12+3"), "the fox ran."),
+    "WordTokenizer": (lambda: WordTokenizer.from_text("the fox ran. the dog sat."), "the dog ran."),
+    "SyntheticVocab": (SyntheticVocab, "12+3"),
+    "ByteBPETokenizer": (lambda: ByteBPETokenizer.train("the fox ran. the dog sat. " * 5, 270), "the fox sat."),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_KIND))
+def test_every_kind_round_trips_through_load_tokenizer(tmp_path, kind):
+    make, text = EVERY_KIND[kind]
+    tok = make()
+    assert isinstance(tok, Tokenizer) and type(tok).__name__ == kind
+    path = tmp_path / f"{kind}.json"
+    tok.save(path)
+    for loaded in (load_tokenizer(path), type(tok).load(path)):
+        assert type(loaded) is type(tok) and loaded == tok
+        assert loaded.encode(text) == tok.encode(text)
+        assert loaded.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+    other = next(k for k in sorted(EVERY_KIND) if k != kind)
+    with pytest.raises(ValueError, match=f"holds a {kind}, not a {other}"):
+        TOKENIZER_KINDS[other].load(path)
+
+
+def test_the_old_import_paths_still_work():
+    from transformer_core.data import SYNTHETIC_VOCAB as from_data
+    from transformer_core.encoder_only import WordTokenizer as from_encoder_only
+    from transformer_core.encoder_only import pad_sequences
+
+    assert from_data is SYNTHETIC_VOCAB and from_encoder_only is WordTokenizer
+    assert pad_sequences([[1, 2], [3]], 0).tolist() == [[1, 2], [3, 0]]
+    assert set(TOKENIZER_KINDS) == set(EVERY_KIND)

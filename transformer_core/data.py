@@ -6,7 +6,8 @@ synthetic tasks are generated on the fly, and nothing is ever downloaded.
 * text: :func:`load_corpus`, :func:`load_text`;
 * language-model batches: :func:`train_val_split`, :func:`get_batch`, :class:`TokenDataset`;
 * encoder-decoder tasks: :func:`copy_task`, :func:`reverse_task`, :func:`sort_task`,
-  :func:`addition_task`, decoded with :data:`SYNTHETIC_VOCAB`;
+  :func:`addition_task`, decoded with :data:`SYNTHETIC_VOCAB` (a
+  :class:`~transformer_core.tokenizers.SyntheticVocab`, kept in :mod:`transformer_core.tokenizers`);
 * interpretability: :func:`repeated_random_sequences`, where induction heads appear.
 
 Shapes use B for the batch size and T for the context length (tokens per sequence).
@@ -24,6 +25,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .grammar import CORPUS_PATH
+from .tokenizers import SYNTHETIC_VOCAB, SyntheticVocab
 
 __all__ = [
     "CORPUS_PATH",
@@ -220,76 +222,6 @@ class TokenDataset(Dataset):
 
 
 # ---------------------------------------------------------------------- synthetic tasks
-class SyntheticVocab:
-    """The vocabulary of the synthetic encoder-decoder tasks: three special tokens, ten digits, "+".
-
-    ====  ======  =========================================================
-    id    token   role
-    ====  ======  =========================================================
-    0     <pad>   fills sequences up to the batch width; masked out of attention and loss
-    1     <bos>   begin-of-sequence: the decoder's first input
-    2     <eos>   end-of-sequence: ends the source, and tells the decoder to stop
-    3-12  0-9     the digits
-    13    +       the plus sign of the addition task
-    ====  ======  =========================================================
-    """
-
-    PAD = 0
-    BOS = 1
-    EOS = 2
-    FIRST_DIGIT = 3
-    PLUS = 13
-    tokens: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", *"0123456789", "+")
-
-    def __init__(self) -> None:
-        self._ids = {t: i for i, t in enumerate(self.tokens)}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tokens)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    def __repr__(self) -> str:
-        return f"SyntheticVocab({', '.join(f'{i}:{t}' for i, t in enumerate(self.tokens))})"
-
-    def encode(self, text: str) -> list[int]:
-        """Digits and "+" -> ids (no special tokens added)."""
-        unknown = sorted(set(text) - set(self.tokens[self.FIRST_DIGIT :]))
-        if unknown:
-            raise ValueError(f"the synthetic vocabulary has only digits and '+', not {unknown}")
-        return [self._ids[c] for c in text]
-
-    def decode(
-        self, ids: Sequence[int] | Tensor, skip_special: bool = True, stop_at_eos: bool = True
-    ) -> str:
-        """Ids -> text. By default it stops at the first ``<eos>`` and drops ``<pad>``/``<bos>``, which
-        is what you want for a model's output; ``skip_special=False`` shows them, e.g. ``<bos>12<eos>``.
-        """
-        if isinstance(ids, Tensor):
-            if ids.dim() != 1:
-                raise ValueError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}")
-            ids = ids.tolist()
-        out: list[str] = []
-        for i in ids:
-            if not 0 <= i < self.vocab_size:
-                raise ValueError(
-                    f"id {i} is outside the synthetic vocabulary [0, {self.vocab_size - 1}]"
-                )
-            if i == self.EOS and stop_at_eos:
-                if not skip_special:
-                    out.append(self.tokens[i])
-                break
-            if i < self.FIRST_DIGIT and skip_special:
-                continue
-            out.append(self.tokens[i])
-        return "".join(out)
-
-
-SYNTHETIC_VOCAB = SyntheticVocab()
-
-
 def _sequence_task(
     name: str,
     batch_size: int,

@@ -13,8 +13,9 @@ token (it would see it), so BERT hides some tokens instead and asks for them bac
   LayerNorm), a stack of the package's :class:`~transformer_core.blocks.EncoderLayer` (post-norm,
   as BERT, by default), and BERT's masked-LM head (dense, GELU, LayerNorm, then a decoder tied to
   the token embedding);
-* :class:`WordTokenizer` -- one id per word, with BERT's special tokens ``[PAD] [UNK] [CLS] [SEP]
-  [MASK]``, for the book's story corpus;
+* :class:`~transformer_core.tokenizers.WordTokenizer` -- one id per word, with BERT's special
+  tokens ``[PAD] [UNK] [CLS] [SEP] [MASK]``, for the book's story corpus (it lives in
+  :mod:`transformer_core.tokenizers`, with :func:`~transformer_core.tokenizers.pad_sequences`);
 * :func:`fill_mask` -- the model's top candidates, with probabilities, for every ``[MASK]`` in a text.
 
 Not here: BERT's second pre-training task (next-sentence prediction) and its segment embeddings,
@@ -23,13 +24,9 @@ which RoBERTa (Liu et al., 2019) showed MLM does not need.
 
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +36,7 @@ from .blocks import EncoderLayer
 from .checkpoint import SavesToFile
 from .layers import ACTIVATIONS, make_norm
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .tokenizers import SPECIAL_TOKENS, WordTokenizer, pad_sequences
 from .validation import check_token_ids
 
 __all__ = [
@@ -47,182 +45,17 @@ __all__ = [
     "BERT",
     "BERTConfig",
     "MaskCandidate",
-    "WordTokenizer",
     "fill_mask",
     "mask_tokens",
     "mlm_loss",
+    # kept in transformer_core.tokenizers, and importable from here
+    "WordTokenizer",
     "pad_sequences",
 ]
 
 IGNORE_INDEX = -100  # the label of a position the loss skips (PyTorch's cross_entropy default)
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BERT's roles
 POSITIONALS = ("learned", "sinusoidal")
 NORMS = ("layernorm", "rmsnorm")
-
-
-# ---------------------------------------------------------------------------------- tokenizer
-# A special token is written in brackets ("[MASK]"); a word is a run of letters/digits; any other
-# non-space character (",", ".") is a token of its own.
-_WORD_PATTERN = re.compile(r"\[[A-Z]+\]|\w+|[^\w\s]")
-
-
-class WordTokenizer:
-    """One id per word, with special tokens first: ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``.
-
-    >>> tok = WordTokenizer.from_text("the dog ran. the cat sat.")
-    >>> tok.encode("the cat ran.")
-    [10, 6, 8, 5]
-    >>> tok.encode("the [MASK] ran.", add_special_tokens=True)
-    [2, 10, 4, 8, 5, 3]
-    >>> tok.decode([2, 10, 4, 8, 5, 3], skip_special_tokens=False)
-    '[CLS] the [MASK] ran. [SEP]'
-
-    Words are sorted, so the same text always gives the same ids. Text is cut into words by
-    :data:`_WORD_PATTERN`; ``decode`` joins them with spaces and attaches punctuation to the word
-    before it, which is how the book's corpus is written. A word not in the vocabulary becomes
-    ``[UNK]`` (or raises a ValueError if the tokenizer has no ``[UNK]``).
-    """
-
-    def __init__(self, words: Iterable[str], specials: Sequence[str] = SPECIAL_TOKENS) -> None:
-        specials = list(specials)
-        words = [w for w in words if w not in specials]
-        vocab = specials + words
-        bad = [t for t in vocab if not isinstance(t, str) or not t or any(c.isspace() for c in t)]
-        if bad:
-            raise ValueError(f"tokens must be non-empty strings without spaces, got {bad[:5]!r}")
-        dupes = sorted({t for t in vocab if vocab.count(t) > 1})
-        if dupes:
-            raise ValueError(f"tokens appear twice in the vocabulary: {dupes!r}")
-        if not words:
-            raise ValueError("the vocabulary has no words besides the special tokens: build it from a text")
-        self._itos: list[str] = vocab
-        self._stoi: dict[str, int] = {t: i for i, t in enumerate(vocab)}
-        self._specials: tuple[str, ...] = tuple(specials)
-
-    @classmethod
-    def from_text(cls, text: str, specials: Sequence[str] = SPECIAL_TOKENS, min_count: int = 1) -> WordTokenizer:
-        """The tokenizer of every word of ``text`` that occurs at least ``min_count`` times, sorted."""
-        if not isinstance(text, str):
-            raise TypeError(f"expected text (str), got {type(text).__name__}")
-        counts = Counter(t for t in _WORD_PATTERN.findall(text) if t not in specials)
-        return cls(sorted(w for w, n in counts.items() if n >= min_count), specials)
-
-    # -- the vocabulary ---------------------------------------------------------------------------
-    @property
-    def vocab_size(self) -> int:
-        return len(self._itos)
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    @property
-    def vocab(self) -> tuple[str, ...]:
-        """``vocab[i]`` is the token of id ``i``."""
-        return tuple(self._itos)
-
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        """The ids of the special tokens: never masked, never a word."""
-        return tuple(self._stoi[t] for t in self._specials)
-
-    def _special(self, token: str) -> int | None:
-        return self._stoi.get(token) if token in self._specials else None
-
-    pad_id = property(lambda self: self._special("[PAD]"), doc="id of ``[PAD]`` (None if absent)")
-    unk_id = property(lambda self: self._special("[UNK]"), doc="id of ``[UNK]`` (None if absent)")
-    cls_id = property(lambda self: self._special("[CLS]"), doc="id of ``[CLS]`` (None if absent)")
-    sep_id = property(lambda self: self._special("[SEP]"), doc="id of ``[SEP]`` (None if absent)")
-    mask_id = property(lambda self: self._special("[MASK]"), doc="id of ``[MASK]`` (None if absent)")
-
-    def token_to_id(self, token: str) -> int:
-        if token not in self._stoi:
-            raise ValueError(f"{token!r} is not in the vocabulary of {self.vocab_size} tokens")
-        return self._stoi[token]
-
-    def id_to_token(self, token_id: int) -> str:
-        if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id must be an int in [0, {self.vocab_size - 1}], got {token_id!r}")
-        return self._itos[token_id]
-
-    def __repr__(self) -> str:
-        return f"WordTokenizer(vocab_size={self.vocab_size}, specials={list(self._specials)})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, WordTokenizer) and (self._itos, self._specials) == (other._itos, other._specials)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    # -- encode / decode --------------------------------------------------------------------------
-    def tokens(self, text: str) -> list[str]:
-        """``text`` cut into tokens (words, punctuation, bracketed special tokens)."""
-        if not isinstance(text, str):
-            raise TypeError(f"expected text (str), got {type(text).__name__}")
-        return _WORD_PATTERN.findall(text)
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        """``text`` -> ids; with ``add_special_tokens`` wrapped as BERT's input: ``[CLS] ... [SEP]``."""
-        ids: list[int] = []
-        unknown: list[str] = []
-        for t in self.tokens(text):
-            i = self._stoi.get(t, self.unk_id)
-            if i is None:
-                unknown.append(t)
-            else:
-                ids.append(i)
-        if unknown:
-            raise ValueError(
-                f"words not in the vocabulary and no [UNK] token to stand for them: {sorted(set(unknown))[:10]}"
-            )
-        if add_special_tokens:
-            if self.cls_id is None or self.sep_id is None:
-                raise ValueError("add_special_tokens needs [CLS] and [SEP] in the tokenizer's specials")
-            ids = [self.cls_id, *ids, self.sep_id]
-        return ids
-
-    def decode(self, ids: Sequence[int] | Tensor, skip_special_tokens: bool = False) -> str:
-        """Ids -> text: words joined by spaces, punctuation attached to the word before it."""
-        if isinstance(ids, Tensor):
-            if ids.dim() != 1:
-                raise ValueError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}")
-            if ids.is_floating_point() or ids.dtype == torch.bool:
-                raise TypeError(f"token ids must be integers, got a tensor of {ids.dtype}")
-            ids = ids.tolist()
-        special = set(self.special_ids) if skip_special_tokens else set()
-        words = [self.id_to_token(int(i)) for i in ids if int(i) not in special]
-        return re.sub(r" ([^\w\s\[])(?=\s|$)", r"\1", " ".join(words))
-
-    # -- saving -----------------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        return {"type": "WordTokenizer", "version": 1, "specials": list(self._specials),
-                "words": self._itos[len(self._specials):]}
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: str | Path) -> WordTokenizer:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(data, dict) or data.get("type") != "WordTokenizer" or data.get("version") != 1:
-            raise ValueError(f"{path} is not a WordTokenizer file (version 1)")
-        return cls(data["words"], data["specials"])
-
-
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> Tensor:
-    """Lists of ids of different lengths -> one ``(B, T)`` int64 tensor, padded on the right with ``pad_id``.
-
-    ``T`` is the longest sequence, or ``length`` (which must fit them all).
-    """
-    seqs = [list(s) for s in sequences]
-    if not seqs or any(len(s) == 0 for s in seqs):
-        raise ValueError("pad_sequences needs at least one sequence, and no empty sequence")
-    longest = max(map(len, seqs))
-    T = longest if length is None else length
-    if T < longest:
-        raise ValueError(f"a sequence has {longest} tokens, more than length={length}; truncate it first")
-    out = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    for row, s in enumerate(seqs):
-        out[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
 
 
 # ---------------------------------------------------------------------------------- masking

@@ -1,17 +1,22 @@
 """Tokenizers: text <-> lists of integer ids, the only thing a Transformer can read.
 
-Two tokenizers, from simplest to the one GPT-2 uses:
+Four tokenizers, from simplest to the one GPT-2 uses:
 
 * :class:`CharTokenizer` -- one id per character. The vocabulary is the set of characters of a
   training text: about 30 ids for the book's corpus. Nothing to learn, long sequences.
+* :class:`WordTokenizer` -- one id per word, with BERT's special tokens ``[PAD] [UNK] [CLS] [SEP]
+  [MASK]`` first (chapter 13's masked-language model reads it).
+* :class:`SyntheticVocab` -- the fixed vocabulary of the synthetic encoder-decoder tasks of
+  :mod:`transformer_core.data`: ``<pad> <bos> <eos>``, ten digits and ``+`` (chapter 09).
 * :class:`ByteBPETokenizer` -- byte-level byte-pair encoding, trained from scratch. It starts from
   the 256 byte values (so *any* string can be encoded, with no "unknown" token) and repeatedly
   merges the most frequent adjacent pair into a new token. Frequent words become one token, so
   sequences get shorter: compare :meth:`CharTokenizer.compression_ratio` with
   :meth:`ByteBPETokenizer.compression_ratio` on the same text.
 
-Both share one small interface (:class:`Tokenizer`): ``encode``, ``decode``, ``vocab_size``,
-``tokens`` (each token shown as a string), ``compression_ratio``, ``save`` and ``load``.
+All share one small interface (:class:`Tokenizer`): ``encode``, ``decode``, ``vocab_size``, and
+``compression_ratio``, ``to_dict``, ``save`` and ``load``; :func:`load_tokenizer` reads a file of any
+kind. :func:`pad_sequences` makes one batch of id lists of different lengths.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import operator
 import re
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -31,10 +36,15 @@ import torch
 
 __all__ = [
     "GPT2_SPLIT_PATTERN",
+    "SPECIAL_TOKENS",
+    "SYNTHETIC_VOCAB",
     "ByteBPETokenizer",
     "CharTokenizer",
+    "SyntheticVocab",
     "Tokenizer",
+    "WordTokenizer",
     "load_tokenizer",
+    "pad_sequences",
 ]
 
 _FORMAT_VERSION = 1
@@ -117,11 +127,6 @@ def _read_json(path: str | Path, expected_type: str | None = None) -> dict[str, 
     return data
 
 
-def _write_json(path: str | Path, data: dict[str, Any]) -> None:
-    # ensure_ascii keeps the file valid UTF-8 whatever it holds (even a lone surrogate character)
-    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-
-
 def _check_text(text: object) -> str:
     if not isinstance(text, str):
         hint = "; decode bytes first, e.g. data.decode('utf-8')" if isinstance(text, bytes) else ""
@@ -129,7 +134,77 @@ def _check_text(text: object) -> str:
     return text
 
 
-class CharTokenizer:
+def _check_vocabulary(tokens: list, is_token: Callable[[object], bool], what: str) -> None:
+    """Every entry is a token (``what`` says what a token is) and none appears twice."""
+    bad = [t for t in tokens if not is_token(t)]
+    if bad:
+        raise ValueError(f"{what}, got {bad[:5]!r}")
+    dupes = sorted(t for t, n in Counter(tokens).items() if n > 1)
+    if dupes:
+        raise ValueError(f"tokens appear twice in the vocabulary: {dupes!r}")
+
+
+class _Tokenizer:
+    """What every tokenizer of this module shares: its length, comparison, saving and loading.
+
+    A subclass holds its tokens in ``_itos`` (or gives its own ``vocab_size``) and gives ``encode``,
+    ``to_dict`` (a JSON-ready dict with its ``type``) and ``from_dict`` (which raises ValueError or
+    TypeError for a damaged dict).
+    """
+
+    _itos: list[str]
+    encode: Callable[[str], list[int]]
+
+    @property
+    def vocab_size(self) -> int:
+        """How many ids there are: the size of the model's embedding table and output layer."""
+        return len(self._itos)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # compared by value
+
+    def compression_ratio(self, text: str) -> float:
+        """UTF-8 bytes per token on ``text``: how many bytes one token carries on average.
+
+        1.0 means no compression (a byte or a character per token); the higher, the shorter the
+        sequences a model sees.
+        """
+        n_tokens = len(self.encode(text))
+        if n_tokens == 0:
+            raise ValueError("compression_ratio needs a non-empty text")
+        return len(text.encode("utf-8", "surrogatepass")) / n_tokens
+
+    def to_dict(self) -> dict[str, Any]:  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:  # pragma: no cover - defined by the subclasses
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        """Write the tokenizer as JSON, so a trained model can be used with the same ids later."""
+        # ensure_ascii keeps the file valid UTF-8 whatever it holds (even a lone surrogate character)
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a tokenizer written by :meth:`save`."""
+        return cls._from_file_data(_read_json(path, cls.__name__), path)
+
+    @classmethod
+    def _from_file_data(cls, data: dict[str, Any], path: str | Path) -> Any:
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError, re.error) as err:
+            raise ValueError(f"{path} is damaged: {err}") from err
+
+
+class CharTokenizer(_Tokenizer):
     """One token per character; the vocabulary is a fixed list of characters.
 
     >>> tok = CharTokenizer.from_text("hello world")
@@ -144,12 +219,8 @@ class CharTokenizer:
 
     def __init__(self, chars: Iterable[str]) -> None:
         chars = list(chars)
-        bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
-        if bad:
-            raise ValueError(f"a character vocabulary holds single characters, got {bad[:5]!r}")
-        dupes = sorted({c for c in chars if chars.count(c) > 1})
-        if dupes:
-            raise ValueError(f"characters appear twice in the vocabulary: {dupes!r}")
+        _check_vocabulary(chars, lambda c: isinstance(c, str) and len(c) == 1,
+                          "a character vocabulary holds single characters")
         if not chars:
             raise ValueError("the vocabulary is empty: build it from a non-empty text")
         self._itos: list[str] = chars
@@ -164,25 +235,12 @@ class CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
-    def vocab_size(self) -> int:
-        """How many ids there are: the size of the model's embedding table and output layer."""
-        return len(self._itos)
-
-    @property
     def chars(self) -> tuple[str, ...]:
         """The vocabulary: ``chars[i]`` is the character of id ``i``."""
         return tuple(self._itos)
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size}, chars={''.join(self._itos)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, CharTokenizer) and self._itos == other._itos
-
-    __hash__ = None  # type: ignore[assignment]  # mutable-looking object compared by value
 
     def encode(self, text: str) -> list[int]:
         """``text`` -> one id per character. Unknown characters raise a ValueError naming them."""
@@ -211,31 +269,212 @@ class CharTokenizer:
         """``text`` cut into its tokens, shown as strings (for a character tokenizer: its characters)."""
         return [self._itos[i] for i in self.encode(text)]
 
-    def compression_ratio(self, text: str) -> float:
-        """UTF-8 bytes per token on ``text``: 1.0 for ASCII text, since every character is a token."""
-        n_tokens = len(self.encode(text))
-        if n_tokens == 0:
-            raise ValueError("compression_ratio needs a non-empty text")
-        return len(text.encode("utf-8", "surrogatepass")) / n_tokens
-
     def to_dict(self) -> dict[str, Any]:
         return {"type": "CharTokenizer", "version": _FORMAT_VERSION, "chars": self._itos}
 
-    def save(self, path: str | Path) -> None:
-        """Write the vocabulary as JSON, so a trained model can be used with the same ids later."""
-        _write_json(path, self.to_dict())
-
     @classmethod
-    def load(cls, path: str | Path) -> CharTokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        data = _read_json(path, "CharTokenizer")
+    def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
         chars = data.get("chars")
         if not isinstance(chars, list):
-            raise ValueError(f"{path} is damaged: 'chars' should be a list of characters, got {chars!r}")
-        try:
-            return cls(chars)
-        except ValueError as err:
-            raise ValueError(f"{path} is damaged: {err}") from err
+            raise ValueError(f"'chars' should be a list of characters, got {chars!r}")
+        return cls(chars)
+
+
+# A special token is written in brackets ("[MASK]"); a word is a run of letters/digits; any other
+# non-space character (",", ".") is a token of its own.
+_WORD_PATTERN = re.compile(r"\[[A-Z]+\]|\w+|[^\w\s]")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # BERT's, in BERT's roles
+
+
+class WordTokenizer(_Tokenizer):
+    """One id per word, with special tokens first: ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``.
+
+    >>> tok = WordTokenizer.from_text("the dog ran. the cat sat.")
+    >>> tok.encode("the cat ran.")
+    [10, 6, 8, 5]
+    >>> tok.encode("the [MASK] ran.", add_special_tokens=True)
+    [2, 10, 4, 8, 5, 3]
+    >>> tok.decode([2, 10, 4, 8, 5, 3], skip_special_tokens=False)
+    '[CLS] the [MASK] ran. [SEP]'
+
+    Words are sorted, so the same text always gives the same ids. Text is cut into words by
+    :data:`_WORD_PATTERN`; ``decode`` joins them with spaces and attaches punctuation to the word
+    before it, which is how the book's corpus is written. A word not in the vocabulary becomes
+    ``[UNK]`` (or raises a ValueError if the tokenizer has no ``[UNK]``).
+    """
+
+    def __init__(self, words: Iterable[str], specials: Sequence[str] = SPECIAL_TOKENS) -> None:
+        specials = list(specials)
+        words = [w for w in words if w not in specials]
+        vocab = specials + words
+        _check_vocabulary(vocab, lambda t: isinstance(t, str) and bool(t) and not any(c.isspace() for c in t),
+                          "tokens must be non-empty strings without spaces")
+        if not words:
+            raise ValueError("the vocabulary has no words besides the special tokens: build it from a text")
+        self._itos: list[str] = vocab
+        self._stoi: dict[str, int] = {t: i for i, t in enumerate(vocab)}
+        self._specials: tuple[str, ...] = tuple(specials)
+
+    @classmethod
+    def from_text(cls, text: str, specials: Sequence[str] = SPECIAL_TOKENS, min_count: int = 1) -> WordTokenizer:
+        """The tokenizer of every word of ``text`` that occurs at least ``min_count`` times, sorted."""
+        counts = Counter(t for t in _WORD_PATTERN.findall(_check_text(text)) if t not in specials)
+        return cls(sorted(w for w, n in counts.items() if n >= min_count), specials)
+
+    # -- the vocabulary ---------------------------------------------------------------------------
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        """``vocab[i]`` is the token of id ``i``."""
+        return tuple(self._itos)
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        """The ids of the special tokens: never masked, never a word."""
+        return tuple(self._stoi[t] for t in self._specials)
+
+    def _special(self, token: str) -> int | None:
+        return self._stoi.get(token) if token in self._specials else None
+
+    pad_id = property(lambda self: self._special("[PAD]"), doc="id of ``[PAD]`` (None if absent)")
+    unk_id = property(lambda self: self._special("[UNK]"), doc="id of ``[UNK]`` (None if absent)")
+    cls_id = property(lambda self: self._special("[CLS]"), doc="id of ``[CLS]`` (None if absent)")
+    sep_id = property(lambda self: self._special("[SEP]"), doc="id of ``[SEP]`` (None if absent)")
+    mask_id = property(lambda self: self._special("[MASK]"), doc="id of ``[MASK]`` (None if absent)")
+
+    def token_to_id(self, token: str) -> int:
+        if token not in self._stoi:
+            raise ValueError(f"{token!r} is not in the vocabulary of {self.vocab_size} tokens")
+        return self._stoi[token]
+
+    def id_to_token(self, token_id: int) -> str:
+        (i,) = _as_id_list([token_id], self.vocab_size)
+        return self._itos[i]
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size}, specials={list(self._specials)})"
+
+    # -- encode / decode --------------------------------------------------------------------------
+    def tokens(self, text: str) -> list[str]:
+        """``text`` cut into tokens (words, punctuation, bracketed special tokens)."""
+        return _WORD_PATTERN.findall(_check_text(text))
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        """``text`` -> ids; with ``add_special_tokens`` wrapped as BERT's input: ``[CLS] ... [SEP]``."""
+        ids: list[int] = []
+        unknown: list[str] = []
+        for t in self.tokens(text):
+            i = self._stoi.get(t, self.unk_id)
+            if i is None:
+                unknown.append(t)
+            else:
+                ids.append(i)
+        if unknown:
+            raise ValueError(
+                f"words not in the vocabulary and no [UNK] token to stand for them: {sorted(set(unknown))[:10]}"
+            )
+        if add_special_tokens:
+            if self.cls_id is None or self.sep_id is None:
+                raise ValueError("add_special_tokens needs [CLS] and [SEP] in the tokenizer's specials")
+            ids = [self.cls_id, *ids, self.sep_id]
+        return ids
+
+    def decode(self, ids: IdSequence, skip_special_tokens: bool = False) -> str:
+        """Ids -> text: words joined by spaces, punctuation attached to the word before it."""
+        special = set(self.special_ids) if skip_special_tokens else set()
+        words = [self._itos[i] for i in _as_id_list(ids, self.vocab_size) if i not in special]
+        return re.sub(r" ([^\w\s\[])(?=\s|$)", r"\1", " ".join(words))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "WordTokenizer", "version": _FORMAT_VERSION, "specials": list(self._specials),
+                "words": self._itos[len(self._specials):]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
+        words, specials = data.get("words"), data.get("specials")
+        if not isinstance(words, list) or not isinstance(specials, list):
+            raise ValueError("'words' and 'specials' should be lists of tokens")
+        return cls(words, specials)
+
+
+class SyntheticVocab(_Tokenizer):
+    """The vocabulary of the synthetic encoder-decoder tasks: three special tokens, ten digits, "+".
+
+    ====  ======  =========================================================
+    id    token   role
+    ====  ======  =========================================================
+    0     <pad>   fills sequences up to the batch width; masked out of attention and loss
+    1     <bos>   begin-of-sequence: the decoder's first input
+    2     <eos>   end-of-sequence: ends the source, and tells the decoder to stop
+    3-12  0-9     the digits
+    13    +       the plus sign of the addition task
+    ====  ======  =========================================================
+    """
+
+    PAD = 0
+    BOS = 1
+    EOS = 2
+    FIRST_DIGIT = 3
+    PLUS = 13
+    tokens: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", *"0123456789", "+")
+
+    def __init__(self) -> None:
+        self._itos = list(self.tokens)
+        self._ids = {t: i for i, t in enumerate(self.tokens)}
+
+    def __repr__(self) -> str:
+        return f"SyntheticVocab({', '.join(f'{i}:{t}' for i, t in enumerate(self.tokens))})"
+
+    def encode(self, text: str) -> list[int]:
+        """Digits and "+" -> ids (no special tokens added)."""
+        unknown = sorted(set(_check_text(text)) - set(self.tokens[self.FIRST_DIGIT :]))
+        if unknown:
+            raise ValueError(f"the synthetic vocabulary has only digits and '+', not {unknown}")
+        return [self._ids[c] for c in text]
+
+    def decode(self, ids: IdSequence, skip_special: bool = True, stop_at_eos: bool = True) -> str:
+        """Ids -> text. By default it stops at the first ``<eos>`` and drops ``<pad>``/``<bos>``, which
+        is what you want for a model's output; ``skip_special=False`` shows them, e.g. ``<bos>12<eos>``.
+        """
+        out: list[str] = []
+        for i in _as_id_list(ids, self.vocab_size):
+            if i == self.EOS and stop_at_eos:
+                if not skip_special:
+                    out.append(self.tokens[i])
+                break
+            if i < self.FIRST_DIGIT and skip_special:
+                continue
+            out.append(self.tokens[i])
+        return "".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "SyntheticVocab", "version": _FORMAT_VERSION, "tokens": list(self.tokens)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SyntheticVocab:
+        if data.get("tokens") != list(cls.tokens):
+            raise ValueError(f"'tokens' should be the synthetic vocabulary {list(cls.tokens)}")
+        return cls()
+
+
+SYNTHETIC_VOCAB = SyntheticVocab()
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> torch.Tensor:
+    """Lists of ids of different lengths -> one ``(B, T)`` int64 tensor, padded on the right with ``pad_id``.
+
+    ``T`` is the longest sequence, or ``length`` (which must fit them all).
+    """
+    seqs = [list(s) for s in sequences]
+    if not seqs or any(len(s) == 0 for s in seqs):
+        raise ValueError("pad_sequences needs at least one sequence, and no empty sequence")
+    longest = max(map(len, seqs))
+    T = longest if length is None else length
+    if T < longest:
+        raise ValueError(f"a sequence has {longest} tokens, more than length={length}; truncate it first")
+    out = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    for row, s in enumerate(seqs):
+        out[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
 
 
 def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -253,7 +492,7 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     return out
 
 
-class ByteBPETokenizer:
+class ByteBPETokenizer(_Tokenizer):
     """Byte-level byte-pair encoding (BPE), trained from scratch: the GPT-2 tokenizer's recipe.
 
     * ids 0-255 are the raw bytes of the UTF-8 encoding, so every string can be encoded;
@@ -380,20 +619,8 @@ class ByteBPETokenizer:
         """``vocab[i]`` is the bytes of token ``i``."""
         return list(self._vocab)
 
-    def __len__(self) -> int:
-        return self.vocab_size
-
     def __repr__(self) -> str:
         return f"ByteBPETokenizer(vocab_size={self.vocab_size}, merges={len(self._merges)})"
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ByteBPETokenizer)
-            and self._merges == other._merges
-            and self.pattern == other.pattern
-        )
-
-    __hash__ = None  # type: ignore[assignment]
 
     def token_str(self, token_id: int) -> str:
         """Token ``token_id`` as readable text. A token that holds only part of a multi-byte
@@ -446,16 +673,6 @@ class ByteBPETokenizer:
         """``text`` cut into its tokens, each shown as a string (see :meth:`token_str`)."""
         return [self.token_str(i) for i in self.encode(text)]
 
-    def compression_ratio(self, text: str) -> float:
-        """UTF-8 bytes per token on ``text``: how many bytes one token carries on average.
-
-        1.0 means no compression (raw bytes); the higher, the shorter the sequences a model sees.
-        """
-        n_tokens = len(self.encode(text))
-        if n_tokens == 0:
-            raise ValueError("compression_ratio needs a non-empty text")
-        return len(text.encode("utf-8", "surrogatepass")) / n_tokens
-
     # ------------------------------------------------------------------ saving
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -465,32 +682,26 @@ class ByteBPETokenizer:
             "merges": [list(p) for p in self._merges],
         }
 
-    def save(self, path: str | Path) -> None:
-        """Write the pattern and the merges as JSON (the vocabulary follows from the merges)."""
-        _write_json(path, self.to_dict())
-
     @classmethod
-    def load(cls, path: str | Path) -> ByteBPETokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        data = _read_json(path, "ByteBPETokenizer")
+    def from_dict(cls, data: dict[str, Any]) -> ByteBPETokenizer:
         merges, pattern = data.get("merges"), data.get("pattern")
         if not isinstance(merges, list) or not all(
             isinstance(m, list) and len(m) == 2
             and all(isinstance(i, int) and not isinstance(i, bool) for i in m) for m in merges
         ):
-            raise ValueError(f"{path} is damaged: 'merges' should be a list of [id, id] pairs")
+            raise ValueError("'merges' should be a list of [id, id] pairs")
         if not isinstance(pattern, str):
-            raise ValueError(f"{path} is damaged: 'pattern' should be a regular expression, got {pattern!r}")
-        try:
-            return cls([tuple(m) for m in merges], pattern)
-        except (ValueError, re.error) as err:
-            raise ValueError(f"{path} is damaged: {err}") from err
+            raise ValueError(f"'pattern' should be a regular expression, got {pattern!r}")
+        return cls([tuple(m) for m in merges], pattern)
 
 
-def load_tokenizer(path: str | Path) -> CharTokenizer | ByteBPETokenizer:
-    """Load a tokenizer of either kind from a JSON file written by its ``save``."""
+TOKENIZER_KINDS = {cls.__name__: cls for cls in (CharTokenizer, WordTokenizer, SyntheticVocab, ByteBPETokenizer)}
+
+
+def load_tokenizer(path: str | Path) -> CharTokenizer | WordTokenizer | SyntheticVocab | ByteBPETokenizer:
+    """Load a tokenizer of any kind from a JSON file written by its ``save``."""
     data = _read_json(path)
-    kinds = {"CharTokenizer": CharTokenizer, "ByteBPETokenizer": ByteBPETokenizer}
-    if data["type"] not in kinds:
+    kind = TOKENIZER_KINDS.get(data["type"])
+    if kind is None:
         raise ValueError(f"{path} holds an unknown tokenizer type {data['type']!r}")
-    return kinds[data["type"]].load(path)
+    return kind._from_file_data(data, path)
