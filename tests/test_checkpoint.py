@@ -20,7 +20,7 @@ def gpt(**overrides) -> GPT:
 def transformer() -> Transformer:
     torch.manual_seed(0)
     cfg = TransformerConfig(30, 20, d_model=16, n_head=2, n_encoder_layers=1, n_decoder_layers=2, d_ff=32,
-                            dropout=0.0, max_len=32)
+                            dropout=0.0, context_length=32)
     return Transformer(cfg).eval()
 
 
@@ -220,6 +220,37 @@ def test_interrupted_save_keeps_the_old_file(tmp_path, monkeypatch):
 
 
 def test_save_model_refuses_other_modules(tmp_path):
-    with pytest.raises(TypeError, match="saves GPT, Transformer, BERT, MoEGPT models, got Linear"):
+    with pytest.raises(TypeError, match="saves BERT, GPT, MoEGPT, Transformer models, got Linear"):
         save_model(torch.nn.Linear(2, 2), tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_training_checkpoint_opens_as_a_model_file(tmp_path):
+    """One format: a Trainer's checkpoint holds the payload save_model writes, so load_model opens it."""
+    from transformer_core.training import TrainConfig, Trainer
+
+    model = gpt(dropout=0.0)
+    trainer = Trainer(model, torch.arange(300) % 40, config=TrainConfig(
+        max_steps=2, batch_size=2, warmup_steps=0, eval_interval=0, progress=False))
+    trainer.fit()
+    path = trainer.save_checkpoint(tmp_path / "run.pt")
+    payload = torch.load(path, weights_only=True)["model"]
+    assert payload["format"] == FORMAT and payload["class"] == "GPT"
+    assert set(payload) == set(torch.load(model.save(tmp_path / "m.pt"), weights_only=True))
+    for loaded in (load_model(path), GPT.load(path)):
+        assert isinstance(loaded, GPT) and loaded.config == model.config
+        torch.testing.assert_close(loaded.eval()(IDX), model.eval()(IDX), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="holds a GPT, not a Transformer"):
+        Transformer.load(path)
+
+
+def test_checkpoint_imports_no_model_module():
+    """The models import checkpoint (to be saved); checkpoint imports none of them: no circle."""
+    import ast
+    import inspect
+
+    import transformer_core.checkpoint as checkpoint
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(checkpoint)))
+                if isinstance(node, ast.ImportFrom) and node.level}
+    assert imported == set(), imported

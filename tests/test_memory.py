@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from transformer_core import GPT, GPTConfig
-from transformer_core.blocks import TransformerBlock
+from transformer_core import BERT, GPT, BERTConfig, GPTConfig, Transformer, TransformerConfig
+from transformer_core.blocks import Block, Stack
 from transformer_core.memory import (
-    CheckpointedTransformerBlock,
     SavedTensorMeter,
     checkpointed_blocks,
     disable_activation_checkpointing,
@@ -58,7 +57,8 @@ def test_checkpointing_keeps_weights_names_and_outputs():
     ckpt = enable_activation_checkpointing(copy.deepcopy(plain))
     assert list(ckpt.state_dict()) == list(plain.state_dict())
     assert checkpointed_blocks(ckpt) == [0, 1, 2]
-    assert all(isinstance(b, CheckpointedTransformerBlock) for b in ckpt.blocks)
+    assert isinstance(ckpt.blocks, Stack) and ckpt.blocks.checkpoint_every == 1  # a flag of the stack
+    assert all(type(b) is Block for b in ckpt.blocks)  # the blocks themselves are untouched
     x, _ = _data()
     with torch.no_grad():
         assert_close(ckpt(x), plain(x))
@@ -79,7 +79,54 @@ def test_every_selects_blocks_and_disable_restores():
     assert checkpointed_blocks(enable_activation_checkpointing(model, every=3)) == [0, 3]
     disable_activation_checkpointing(model)
     assert checkpointed_blocks(model) == []
-    assert all(type(b) is TransformerBlock for b in model.blocks)
+    assert model.blocks.checkpoint_every == 0
+
+
+def _bert(dropout: float = 0.0) -> BERT:
+    torch.manual_seed(0)
+    return BERT(BERTConfig(vocab_size=40, context_length=32, n_layer=3, n_head=4, d_model=32, dropout=dropout,
+                           pad_id=0))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_bert_checkpointing_gives_the_same_loss_and_gradients_with_padding(dropout):
+    plain = _bert(dropout)
+    ckpt = enable_activation_checkpointing(copy.deepcopy(plain))
+    assert checkpointed_blocks(ckpt) == [0, 1, 2]
+    x, y = _data()
+    x[1, -5:] = 0  # padding: the mask goes through the checkpoint too
+    y = torch.where(torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) < 0.3, y, -100)
+    grads = []
+    for model in (plain, ckpt):
+        model.train().zero_grad(set_to_none=True)
+        torch.manual_seed(5)  # dropout masks
+        loss = model.loss(x, y)
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert_close(grads[1][0], grads[0][0])
+    for name, g in grads[0][1].items():
+        assert_close(grads[1][1][name], g, msg=name)
+    assert saved_activation_bytes(ckpt, x) < saved_activation_bytes(plain, x) / 2
+    with torch.no_grad():
+        assert_close(ckpt.eval()(x), plain.eval()(x))
+
+
+def test_encoder_decoder_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = Transformer(TransformerConfig(20, 20, d_model=32, n_head=4, n_encoder_layers=2, n_decoder_layers=2,
+                                          d_ff=64, dropout=0.1, context_length=16))
+    ckpt = enable_activation_checkpointing(copy.deepcopy(plain), every=2)
+    assert checkpointed_blocks(ckpt) == {"encoder": [0], "decoder": [0]}
+    g = torch.Generator().manual_seed(3)
+    src, tgt = torch.randint(3, 20, (2, 7), generator=g), torch.randint(3, 20, (2, 6), generator=g)
+    grads = []
+    for model in (plain, ckpt):
+        model.train().zero_grad(set_to_none=True)
+        torch.manual_seed(5)
+        model.loss(src, tgt).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name, g in grads[0].items():
+        assert_close(grads[1][name], g, msg=name)
 
 
 def test_checkpointing_saves_fewer_bytes():
@@ -119,7 +166,7 @@ def test_saved_bytes_grow_linearly_with_layers():
 
 
 def test_bad_inputs_give_clear_errors():
-    with pytest.raises(TypeError, match="blocks"):
+    with pytest.raises(TypeError, match="Stack"):
         enable_activation_checkpointing(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match="nn.Module"):
         enable_activation_checkpointing("gpt")

@@ -137,7 +137,7 @@ def test_swiglu_formula_and_parameter_count():
     expected = (F.silu(x @ ff.fc1.weight.T) * (x @ ff.gate.weight.T)) @ ff.fc2.weight.T
     torch.testing.assert_close(ff(x), expected)
     assert sum(p.numel() for p in ff.parameters()) == 3 * 8 * 12
-    with pytest.raises(ValueError, match="unknown activation 'tanh'"):
+    with pytest.raises(ValueError, match="activation must be one of"):
         FeedForward(8, 12, "tanh")
 
 
@@ -201,7 +201,7 @@ def test_make_norm():
     assert isinstance(make_norm("layernorm", 8), nn.LayerNorm)
     assert isinstance(make_norm("rmsnorm", 8), RMSNorm)
     assert make_norm("layernorm", 8, bias=False).bias is None
-    with pytest.raises(ValueError, match="unknown norm 'batchnorm'"):
+    with pytest.raises(ValueError, match="norm must be one of"):
         make_norm("batchnorm", 8)
 
 
@@ -221,13 +221,14 @@ def randomise(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def copy_ff_and_norms(ours, ref, norms):
+    """PyTorch's norm1, norm2 (, norm3) are the block's norms in order: ln_1 (, ln_cross), ln_2."""
     with torch.no_grad():
-        ours.ff.fc1.weight.copy_(ref.linear1.weight)
-        ours.ff.fc1.bias.copy_(ref.linear1.bias)
-        ours.ff.fc2.weight.copy_(ref.linear2.weight)
-        ours.ff.fc2.bias.copy_(ref.linear2.bias)
-        for name in norms:
-            getattr(ours, name).load_state_dict(getattr(ref, name).state_dict())
+        ours.mlp.fc1.weight.copy_(ref.linear1.weight)
+        ours.mlp.fc1.bias.copy_(ref.linear1.bias)
+        ours.mlp.fc2.weight.copy_(ref.linear2.weight)
+        ours.mlp.fc2.bias.copy_(ref.linear2.bias)
+        for name, theirs in norms.items():
+            getattr(ours, name).load_state_dict(getattr(ref, theirs).state_dict())
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
@@ -235,12 +236,12 @@ def test_encoder_layer_matches_torch(norm_first):
     ref = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first)
     randomise(ref).eval()
     ours = EncoderLayer(D, H, FF, dropout=0.0, norm_first=norm_first).eval()
-    ours.self_attn.load_from_torch(ref.self_attn)
-    copy_ff_and_norms(ours, ref, ["norm1", "norm2"])
+    ours.attn.load_from_torch(ref.self_attn)
+    copy_ff_and_norms(ours, ref, {"ln_1": "norm1", "ln_2": "norm2"})
     x = torch.randn(2, 7, D)
     pad = torch.zeros(2, 7, dtype=torch.bool)
     pad[1, -3:] = True
-    out, _ = ours(x, src_key_padding_mask=pad)
+    out, _ = ours(x, key_padding_mask=pad)
     expected = ref(x, src_key_padding_mask=pad)
     keep = ~pad  # torch's fast path may leave padded positions as zeros: compare real tokens
     torch.testing.assert_close(out[keep], expected[keep], atol=1e-5, rtol=1e-4)
@@ -251,9 +252,9 @@ def test_decoder_layer_matches_torch(norm_first):
     ref = nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm_first)
     randomise(ref).eval()
     ours = DecoderLayer(D, H, FF, dropout=0.0, norm_first=norm_first).eval()
-    ours.self_attn.load_from_torch(ref.self_attn)
+    ours.attn.load_from_torch(ref.self_attn)
     ours.cross_attn.load_from_torch(ref.multihead_attn)
-    copy_ff_and_norms(ours, ref, ["norm1", "norm2", "norm3"])
+    copy_ff_and_norms(ours, ref, {"ln_1": "norm1", "ln_cross": "norm2", "ln_2": "norm3"})
     x, memory = torch.randn(2, 6, D), torch.randn(2, 9, D)
     mem_pad = torch.zeros(2, 9, dtype=torch.bool)
     mem_pad[0, -2:] = True

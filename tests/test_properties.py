@@ -48,7 +48,7 @@ def gpt(positional: str, norm_first: bool) -> GPT:
 def transformer() -> Transformer:
     torch.manual_seed(0)
     cfg = TransformerConfig(VOCAB, VOCAB, d_model=16, n_head=2, n_encoder_layers=2, n_decoder_layers=2,
-                            d_ff=32, dropout=0.0, max_len=16)
+                            d_ff=32, dropout=0.0, context_length=16)
     return Transformer(cfg).double().eval()
 
 

@@ -19,7 +19,7 @@ V = 12
 def small(dtype=torch.float32, vocab=V, seed=0, **overrides) -> Transformer:
     torch.manual_seed(seed)
     args = {"d_model": 32, "n_head": 4, "n_encoder_layers": 2, "n_decoder_layers": 2, "d_ff": 64,
-            "dropout": 0.0, "max_len": 24, **overrides}
+            "dropout": 0.0, "context_length": 24, **overrides}
     return Transformer(TransformerConfig(vocab, vocab, **args)).to(dtype).eval()
 
 
@@ -56,7 +56,7 @@ def test_post_norm_by_default_and_pre_norm_on_request():
     assert isinstance(post.encoder_norm, nn.Identity) and isinstance(post.decoder_norm, nn.Identity)
     # post-norm: the memory handed to the decoder is the last LayerNorm's output
     memory, _ = post.encode(src_ids())
-    ln = post.encoder[-1].norm2
+    ln = post.encoder[-1].ln_2
     z = (memory - ln.bias) / ln.weight
     torch.testing.assert_close(z.mean(-1), torch.zeros(memory.shape[:2]), atol=1e-5, rtol=0)
     torch.testing.assert_close(z.std(-1, unbiased=False), torch.ones(memory.shape[:2]), atol=1e-3, rtol=0)
@@ -281,7 +281,7 @@ def copy_model():
     torch.manual_seed(0)
     model = Transformer(TransformerConfig(
         COPY_VOCAB, COPY_VOCAB, d_model=32, n_head=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64,
-        dropout=0.0, label_smoothing=0.0, max_len=16,
+        dropout=0.0, label_smoothing=0.0, context_length=16,
     ))
     opt = torch.optim.Adam(model.parameters(), lr=5e-3, betas=(0.9, 0.98))
     g = torch.Generator().manual_seed(0)
@@ -364,7 +364,8 @@ def test_paper_presets():
         ({"d_model": 30, "n_head": 4}, "d_model=30 is not divisible by n_head=4"),
         ({"d_model": 15, "n_head": 5}, "even d_model"),
         ({"n_encoder_layers": 0}, "n_encoder_layers must be a positive int"),
-        ({"dropout": 1.5}, "dropout and label_smoothing"),
+        ({"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
         ({"eos_id": PAD}, "pad_id, bos_id, eos_id must be distinct"),
         ({"bos_id": V}, "pad_id, bos_id, eos_id must be distinct ids of the target vocabulary"),
     ],

@@ -8,10 +8,12 @@ module                    what it holds                                      cha
 ``attention``             scaled dot-product and multi-head attention, KV    01, 02
                           cache, grouped-query attention
 ``positional``            sinusoidal, learned and rotary positions           03
-``layers``, ``blocks``    feed-forward, LayerNorm/RMSNorm, pre/post-norm     04
+``layers``, ``blocks``    feed-forward, LayerNorm/RMSNorm, one block from    04
+                          its parts (pre/post-norm, cross-attention), stacks
 ``gpt``                   the GPT model, GPT-2 weights                       05
 ``grammar``, ``data``     the story corpus, its grammar, batches, tasks      06
-``tokenizers``            character and byte-level BPE tokenizers            06
+``tokenizers``            character, word, synthetic-task and byte-level     06
+                          BPE tokenizers, one loader for every kind
 ``floor``                 the corpus's entropy: the lowest loss possible     06
 ``training``              the training loop, optimiser groups, checkpoints   07
 ``evaluation``            text loss per token/character, grammatical share   07
@@ -22,7 +24,9 @@ module                    what it holds                                      cha
 ``translation``           English -> Tolan: the translation task, checker    09
 ``interpret``             head scores: previous-token, induction, entropy    10
 ``distributed``           data-parallel training under torchrun              12
-``checkpoint``            saving and loading a model with its config         07
+``checkpoint``            one model file format (also inside training        07
+                          checkpoints), one atomic writer
+``validation``            argument checks, the configs' shared base          all
 ``encoder_only``          a BERT-style encoder, masked-language modelling    13
 ``efficient_attention``   sliding-window and linear attention                14
 ``flash_attention``       FlashAttention: tiled online softmax, recomputing  14
@@ -40,7 +44,7 @@ the other way round.
 """
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
-from .blocks import DecoderLayer, EncoderLayer, TransformerBlock
+from .blocks import Block, DecoderLayer, EncoderLayer, Stack, TransformerBlock
 from .checkpoint import load_model, save_model
 from .efficient_attention import LinearAttention, SlidingWindowAttention
 from .encoder_only import BERT, BERTConfig
@@ -90,6 +94,8 @@ __all__ = [
     "sinusoidal_encoding",
     "FeedForward",
     "RMSNorm",
+    "Block",
+    "Stack",
     "TransformerBlock",
     "EncoderLayer",
     "DecoderLayer",

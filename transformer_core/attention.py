@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .validation import check_heads
+
 __all__ = [
     "causal_mask",
     "scaled_dot_product_attention",
@@ -260,6 +262,10 @@ class MultiHeadAttention(nn.Module):
     outputs are concatenated and mixed by ``out_proj``. With ``n_kv_head < n_head`` several query heads
     share one key/value head (grouped-query attention; ``n_kv_head=1`` is multi-query attention).
 
+    The attention itself, on the heads, is :meth:`attend`: the one method a variant overrides to
+    attend another way with the same projections, heads, rotary positions and KV cache (chapter 14's
+    sliding-window and linear attention do).
+
     Args:
         d_model: model width D.  n_head: number of query heads H.
         dropout: dropout on the attention weights.  bias: biases in the four projections.
@@ -278,11 +284,7 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         n_kv_head = n_head if n_kv_head is None else n_kv_head
-        if d_model % n_head != 0:
-            raise ValueError(
-                f"d_model={d_model} is not divisible by n_head={n_head}: each head needs an equal "
-                f"share of the width; pick n_head among the divisors of d_model"
-            )
+        check_heads(d_model, n_head)
         if n_head % n_kv_head != 0:
             raise ValueError(f"n_head={n_head} must be a multiple of n_kv_head={n_kv_head}")
         self.d_model, self.n_head, self.n_kv_head = d_model, n_head, n_kv_head
@@ -314,8 +316,10 @@ class MultiHeadAttention(nn.Module):
         to everything cached; rotary positions continue from the cache length.
         Returns ``(out (B, T, D), weights (B, H, T, S) or None)``.
         """
-        if x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must have shape (B, T, {self.d_model}), got {tuple(x.shape)}")
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (B, T, {self.d_model}), got {tuple(getattr(x, 'shape', ()))}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (B, T, D), got {x.dtype}")
         src = x if context is None else context
         if src.dim() != 3 or src.shape[0] != x.shape[0] or src.shape[-1] != self.d_model:
             raise ValueError(
@@ -334,19 +338,18 @@ class MultiHeadAttention(nn.Module):
             repeat = self.n_head // self.n_kv_head
             k = k.repeat_interleave(repeat, dim=1)  # (B, H, S, hd)
             v = v.repeat_interleave(repeat, dim=1)
-        out, weights = scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            key_padding_mask=key_padding_mask,
-            is_causal=is_causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            need_weights=need_weights,
-        )
+        out, weights = self.attend(q, k, v, attn_mask, key_padding_mask, is_causal, need_weights)
         B, _, T, _ = out.shape
         out = out.transpose(1, 2).reshape(B, T, self.d_model)  # concatenate heads: (B, T, D)
         return self.out_proj(out), weights
+
+    def attend(self, q, k, v, attn_mask=None, key_padding_mask=None, is_causal=False, need_weights=False):
+        """``q`` ``(B, H, T, hd)``, ``k``, ``v`` ``(B, H, S, hd)`` -> ``(out (B, H, T, hd), weights or None)``.
+
+        Scaled dot-product attention with the masks, and dropout on the weights while training.
+        """
+        p = self.dropout if self.training else 0.0
+        return scaled_dot_product_attention(q, k, v, attn_mask, key_padding_mask, is_causal, p, need_weights)
 
     @torch.no_grad()
     def load_from_torch(self, mha: nn.MultiheadAttention) -> MultiHeadAttention:

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from .grammar import CORPUS_PATH
 from .tokenizers import SYNTHETIC_VOCAB, SyntheticVocab
+from .validation import check_int
 
 __all__ = [
     "CORPUS_PATH",
@@ -119,9 +120,8 @@ def _as_token_tensor(data: Any, name: str = "data") -> Tensor:
 
 
 def _check_positive(**values: int) -> None:
-    for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    for name, value in values.items():
+        check_int(name, value)
 
 
 def train_val_split(

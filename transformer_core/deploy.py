@@ -32,8 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from .gpt import GPT
-from .sampling import check_sampling_args, sample_next_token
-from .validation import check_token_ids
+from .sampling import sample_next_token
+from .validation import check_int, check_token_ids
 
 __all__ = [
     "quantize_per_row",
@@ -170,28 +170,14 @@ def _require(module: str, package: str, what: str):
         ) from err
 
 
-class _LogitsOnly(nn.Module):
-    """``idx -> logits``, without GPT.forward's input checks.
-
-    Those checks read the ids' values (``int(idx.max())``), which a traced graph cannot hold; the
-    exported graph then simply computes, and :class:`OnnxGPT` checks the ids before calling it.
-    """
-
-    def __init__(self, model: GPT) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, idx: Tensor) -> Tensor:
-        return self.model._run(idx)[0]  # (B, T, V)
-
-
 def export_onnx(model: GPT, path: str | os.PathLike, dynamic: bool = True, example: Tensor | None = None) -> Path:
     """Write ``model``'s forward pass to the ONNX file ``path``: ``idx`` (B, T) int64 -> ``logits`` (B, T, V).
 
     With ``dynamic`` (default) the batch size and the sequence length may vary at run time (T up to
     ``context_length``); otherwise the graph only takes the shape of ``example`` (default: 2 rows
     of ``min(8, context_length)`` tokens). The weights go into the file itself. The model's config
-    is kept in the file's metadata, so that :class:`OnnxGPT` can check its inputs.
+    is kept in the file's metadata, so that :class:`OnnxGPT` can check its inputs: while the model
+    is traced, ``GPT.forward`` checks only the ids' shape (a traced id has no value to check).
     Needs ``onnxscript`` (PyTorch's exporter uses it) and ``onnx``.
     """
     if not isinstance(model, GPT):
@@ -222,7 +208,7 @@ def export_onnx(model: GPT, path: str | os.PathLike, dynamic: bool = True, examp
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
             program = torch.onnx.export(
-                _LogitsOnly(model).eval(), (example,), dynamo=True, input_names=["idx"],
+                model, (example,), dynamo=True, input_names=["idx"],
                 output_names=["logits"], dynamic_shapes=dynamic_shapes, verbose=False,
             )
     finally:
@@ -278,27 +264,18 @@ class OnnxGPT:
         return torch.from_numpy(logits)
 
     @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        greedy: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens; ``(B, T + max_new_tokens)``."""
+    def generate(self, idx: Tensor, max_new_tokens: int, **sampling) -> Tensor:
+        """Extend ``idx`` ``(B, T)`` by ``max_new_tokens`` tokens; ``(B, T + max_new_tokens)``.
+
+        ``sampling``: ``temperature``, ``top_k``, ``top_p``, ``greedy``, ``generator``, as for
+        :meth:`GPT.generate` (see :func:`~transformer_core.sampling.sample_next_token`).
+        """
         check_token_ids(idx, self.vocab_size)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
-        if not greedy:
-            check_sampling_args(temperature, top_k, top_p, self.vocab_size)
+        check_int("max_new_tokens", max_new_tokens, minimum=0)
         out = idx
         for _ in range(max_new_tokens):
             logits = self(out[:, -self.context_length :])[:, -1]  # (B, V)
-            nxt = sample_next_token(logits, temperature, top_k, top_p, greedy, generator)
-            out = torch.cat([out, nxt], dim=1)
+            out = torch.cat([out, sample_next_token(logits, **sampling)], dim=1)
         return out
 
 

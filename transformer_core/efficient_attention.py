@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import KVCache, MultiHeadAttention
+from .attention import MultiHeadAttention
+from .validation import check_int, check_number
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -161,9 +162,7 @@ def sliding_window_attention(
         out, _ = sliding_window_attention_reference(q, k[..., first:, :], v[..., first:, :], window, dropout_p, scale)
         return out, None
 
-    b = min(window, T) if block_size is None else block_size
-    if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
+    b = check_int("block_size", min(window, T) if block_size is None else block_size)
     n_blocks = -(-T // b)  # ceil
     P = -(-(window - 1) // b) * b  # keys before a block that its queries may need, in whole blocks
     pad_end = n_blocks * b - T  # the extra queries at the end see only keys before them, then are dropped
@@ -195,14 +194,9 @@ def elu_feature_map(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-def linear_attention_quadratic(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    causal: bool = True,
-    feature_map: Callable[[Tensor], Tensor] = elu_feature_map,
-    eps: float = 1e-6,
-) -> tuple[Tensor, Tensor]:
+def linear_attention_quadratic(q: Tensor, k: Tensor, v: Tensor, causal: bool = True,
+                               feature_map: Callable[[Tensor], Tensor] = elu_feature_map,
+                               eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     """Linear attention written as attention: weights ``φ(q_i)·φ(k_j) / Σ_j' φ(q_i)·φ(k_j')``.
 
     ``O(T²)``, for checking and for drawing the effective ``(T_q, T_k)`` weights (rows sum to 1,
@@ -243,10 +237,8 @@ def linear_attention(
     :func:`linear_attention_quadratic` (quadratic: short inputs only).
     """
     _check_qkv(q, k, v, "linear_attention")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
+    check_int("chunk_size", chunk_size)
+    check_number("eps", eps, minimum=0)
     weights = linear_attention_quadratic(q, k, v, causal, feature_map, eps)[1] if need_weights else None
     fq, fk = feature_map(q), feature_map(k)  # (B, H, T, d), (B, H, S, d), all > 0
     if not causal:
@@ -287,25 +279,12 @@ def linear_attention(
 
 # ----------------------------------------------------------------------------------- the modules
 class _LinearCostSelfAttention(MultiHeadAttention):
-    """MultiHeadAttention's projections and forward pass with another attention inside (``_attend``)."""
+    """MultiHeadAttention with another :meth:`~MultiHeadAttention.attend`: causal self-attention only."""
 
     causal_only = True
 
-    def _attend(
-        self, q: Tensor, k: Tensor, v: Tensor, is_causal: bool, need_weights: bool
-    ) -> tuple[Tensor, Tensor | None]:  # pragma: no cover - defined by the subclasses
-        raise NotImplementedError
-
-    def forward(
-        self,
-        x: Tensor,
-        context: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        key_padding_mask: Tensor | None = None,
-        is_causal: bool = True,
-        cache: KVCache | None = None,
-        need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x, context=None, attn_mask=None, key_padding_mask=None, is_causal=True, cache=None,
+                need_weights=False):
         """``x`` ``(B, T, D)`` -> ``(out (B, T, D), weights (B, H, T, S) or None)``, as MultiHeadAttention.
 
         Unlike MultiHeadAttention, ``is_causal`` defaults to True. Self-attention only: ``context``,
@@ -320,24 +299,7 @@ class _LinearCostSelfAttention(MultiHeadAttention):
             raise ValueError(f"{name} is causal by construction: is_causal must be True")
         if not is_causal and cache is not None:
             raise ValueError(f"{name}: a KV cache is for causal decoding; pass is_causal=True")
-        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x must be a tensor of shape (B, T, {self.d_model}), got {getattr(x, 'shape', x)!r}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-        q = self._split(self.q_proj(x), self.n_head)  # (B, H, T, hd)
-        k = self._split(self.k_proj(x), self.n_kv_head)  # (B, H_kv, T, hd)
-        v = self._split(self.v_proj(x), self.n_kv_head)
-        if self.rotary is not None:
-            offset = 0 if cache is None else cache.length
-            q, k = self.rotary(q, offset=offset), self.rotary(k, offset=offset)
-        if cache is not None:
-            k, v = cache.append(k, v)  # (B, H_kv, past + T, hd)
-        if self.n_kv_head != self.n_head:
-            repeat = self.n_head // self.n_kv_head
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)  # (B, H, S, hd)
-        out, weights = self._attend(q, k, v, is_causal, need_weights)  # (B, H, T, hd)
-        B, _, T, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, self.d_model)), weights  # heads concatenated
+        return super().forward(x, is_causal=is_causal, cache=cache, need_weights=need_weights)
 
 
 class SlidingWindowAttention(_LinearCostSelfAttention):
@@ -363,14 +325,12 @@ class SlidingWindowAttention(_LinearCostSelfAttention):
     ) -> None:
         super().__init__(d_model, n_head, dropout, bias, n_kv_head=n_kv_head, rotary=rotary)
         self.window = _check_window(window)
-        if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
-            raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
-        self.block_size = block_size
+        self.block_size = check_int("block_size", block_size, optional=True)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_head={self.n_head}, window={self.window}"
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, is_causal: bool, need_weights: bool):
+    def attend(self, q, k, v, attn_mask=None, key_padding_mask=None, is_causal=True, need_weights=False):
         p = self.dropout if self.training else 0.0
         return sliding_window_attention(q, k, v, self.window, p, need_weights, block_size=self.block_size)
 
@@ -401,16 +361,13 @@ class LinearAttention(_LinearCostSelfAttention):
         super().__init__(d_model, n_head, 0.0, bias, n_kv_head=n_kv_head, rotary=rotary)
         if not callable(feature_map):
             raise TypeError(f"feature_map must be a function of a tensor, got {type(feature_map).__name__}")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps}")
-        self.feature_map, self.eps, self.chunk_size = feature_map, eps, chunk_size
+        self.feature_map = feature_map
+        self.eps, self.chunk_size = check_number("eps", eps, minimum=0), check_int("chunk_size", chunk_size)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_head={self.n_head}, chunk_size={self.chunk_size}"
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, is_causal: bool, need_weights: bool):
+    def attend(self, q, k, v, attn_mask=None, key_padding_mask=None, is_causal=True, need_weights=False):
         return linear_attention(q, k, v, is_causal, self.feature_map, self.eps, self.chunk_size, need_weights)
 
 

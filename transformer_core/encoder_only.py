@@ -24,20 +24,20 @@ which RoBERTa (Liu et al., 2019) showed MLM does not need.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import EncoderLayer
+from .blocks import EncoderLayer, ModelConfig, Stack, count_parameters
 from .checkpoint import SavesToFile
-from .layers import ACTIVATIONS, make_norm
+from .layers import make_norm
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .tokenizers import SPECIAL_TOKENS, WordTokenizer, pad_sequences
-from .validation import check_token_ids
+from .validation import check_int, check_token_ids
 
 __all__ = [
     "IGNORE_INDEX",
@@ -54,8 +54,6 @@ __all__ = [
 ]
 
 IGNORE_INDEX = -100  # the label of a position the loss skips (PyTorch's cross_entropy default)
-POSITIONALS = ("learned", "sinusoidal")
-NORMS = ("layernorm", "rmsnorm")
 
 
 # ---------------------------------------------------------------------------------- masking
@@ -89,7 +87,7 @@ def mask_tokens(
     Randomness comes only from ``generator`` (a CPU ``torch.Generator``), in three full-size draws
     (choose, decide, random token), so a seed gives the same result whatever the data.
     """
-    check_token_ids(idx, vocab_size)
+    check_token_ids(idx, vocab_size, values=True)  # the draws below read the ids on the CPU anyway
     mask_id = _check_id("mask_id", mask_id, vocab_size)
     specials = {mask_id, *(_check_id("special id", int(i) if isinstance(i, Tensor) else i, vocab_size)
                            for i in special_ids)}
@@ -153,13 +151,8 @@ def mlm_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -
 
 
 # ---------------------------------------------------------------------------------- the model
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 @dataclass
-class BERTConfig:
+class BERTConfig(ModelConfig):
     """The shape of a BERT-style encoder. ``d_ff`` defaults to ``4 * d_model``.
 
     ``pad_id``: positions holding this id are padding, hidden from attention (None: no padding id;
@@ -167,48 +160,15 @@ class BERTConfig:
     Presets: :meth:`tiny` (trains in seconds on a CPU) and :meth:`bert_base` (BERT-base's shape).
     """
 
-    vocab_size: int
-    context_length: int
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 256
-    d_ff: int | None = None
-    dropout: float = 0.0
-    activation: str = "gelu"
-    norm: str = "layernorm"
-    norm_first: bool = False
-    positional: str = "learned"
+    norm_first: bool = False  # (the other fields before tie_weights: ModelConfig's)
     tie_weights: bool = True
     layer_norm_eps: float = 1e-12
     pad_id: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
-            _positive_int(name, getattr(self, name))
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        _positive_int("d_ff", self.d_ff)
-        if self.d_model % self.n_head:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_head={self.n_head}: each head gets "
-                f"d_model // n_head dimensions; choose n_head among the divisors of d_model"
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
-        if self.positional == "sinusoidal" and self.d_model % 2:
-            raise ValueError("sinusoidal positions need an even d_model")
+        super().__post_init__()
         if self.pad_id is not None:
             _check_id("pad_id", self.pad_id, self.vocab_size)
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
 
     @classmethod
     def tiny(cls, vocab_size: int, context_length: int = 128, **overrides) -> BERTConfig:
@@ -222,16 +182,6 @@ class BERTConfig:
         return cls(**{"vocab_size": 30522, "context_length": 512, "n_layer": 12, "n_head": 12,
                       "d_model": 768, "dropout": 0.1, "pad_id": 0, **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> BERTConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown BERTConfig fields {sorted(unknown)}")
-        return cls(**d)
-
 
 class BERT(SavesToFile, nn.Module):
     """A BERT-style encoder with its masked-language-modelling head.
@@ -243,11 +193,11 @@ class BERT(SavesToFile, nn.Module):
     :meth:`encode` gives the final hidden vectors ``(B, T, d_model)`` that a task head would read.
     """
 
+    config_class = BERTConfig
+
     def __init__(self, config: BERTConfig) -> None:
         super().__init__()
-        if not isinstance(config, BERTConfig):
-            raise TypeError(f"BERT needs a BERTConfig, got {type(config).__name__}")
-        self.config = c = config
+        self.config = c = self.checked_config(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         if c.positional == "learned":  # BERT's: a trained vector per position
             self.pos_emb: nn.Module = LearnedPositionalEmbedding(c.context_length, c.d_model)
@@ -256,7 +206,7 @@ class BERT(SavesToFile, nn.Module):
         # BERT normalises the summed embeddings: in a post-norm stack nothing else would
         self.emb_norm = make_norm(c.norm, c.d_model, c.layer_norm_eps)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
+        self.blocks = Stack(
             EncoderLayer(c.d_model, c.n_head, c.d_ff, c.dropout, c.activation, c.norm, c.norm_first,
                          c.layer_norm_eps)
             for _ in range(c.n_layer)
@@ -281,12 +231,7 @@ class BERT(SavesToFile, nn.Module):
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Count each parameter once (the tied head shares the embedding's matrix)."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.tok_emb.weight.numel()
-            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
-                n -= self.pos_emb.weight.numel()
-        return n
+        return count_parameters(self, non_embedding)
 
     def padding_mask(self, idx: Tensor, key_padding_mask: Tensor | None = None) -> Tensor | None:
         """The ``(B, T)`` bool mask (True = padding) this model uses for ``idx``.
@@ -315,11 +260,8 @@ class BERT(SavesToFile, nn.Module):
         check_token_ids(idx, self.config.vocab_size, self.config.context_length)
         pad = self.padding_mask(idx, key_padding_mask)
         x = self.drop(self.emb_norm(self.pos_emb(self.tok_emb(idx))))  # (B, T, D)
-        weights = []
-        for block in self.blocks:
-            # no causal mask: every position attends to every (non-padding) position
-            x, w = block(x, src_key_padding_mask=pad, need_weights=return_attention)
-            weights.append(w)
+        # no causal mask: every position attends to every (non-padding) position
+        x, weights = self.blocks(x, key_padding_mask=pad, need_weights=return_attention)
         x = self.ln_f(x)
         return (x, torch.stack(weights)) if return_attention else x
 
@@ -363,8 +305,7 @@ def fill_mask(
         )
     if not isinstance(text, str):
         raise TypeError(f"text must be a str holding [MASK] tokens, got {type(text).__name__}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    check_int("top_k", top_k)
     ids = tokenizer.encode(text, add_special_tokens=add_special_tokens)
     where = [i for i, t in enumerate(ids) if t == mask_id]
     if not where:

@@ -4,49 +4,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from .attention import KVCache
-from .blocks import TransformerBlock
+from .blocks import Block, ModelConfig, Stack, count_parameters
 from .checkpoint import SavesToFile
 from .efficient_attention import ATTENTION_KINDS, make_attention
-from .layers import ACTIVATIONS, make_norm
+from .hf_llama import convert_llama_state_dict, gpt_config_fields
+from .layers import FeedForward, make_norm
 from .positional import LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding
 from .sampling import check_sampling_args, sample_next_token
-from .validation import check_token_ids
+from .validation import check_choice, check_int, check_token_ids, is_number
 
 __all__ = ["GPTConfig", "GPT"]
 
-POSITIONALS = ("learned", "sinusoidal", "rotary")
-NORMS = ("layernorm", "rmsnorm")
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ModelConfig):
     """The shape of a GPT. ``d_ff`` defaults to ``4 * d_model``.
 
     Presets: :meth:`tiny` (trains in seconds on a laptop CPU) and :meth:`gpt2_small` (124M, GPT-2).
     """
 
-    vocab_size: int
-    context_length: int
-    n_layer: int = 4
-    n_head: int = 4
-    d_model: int = 256
-    d_ff: int | None = None
-    dropout: float = 0.0
-    activation: str = "gelu"
-    norm: str = "layernorm"
-    norm_first: bool = True
-    positional: str = "learned"
+    POSITIONALS: ClassVar[tuple[str, ...]] = ("learned", "sinusoidal", "rotary")
+
+    # vocab_size, context_length, n_layer, n_head, d_model, d_ff, dropout, activation, norm,
+    # norm_first, positional: ModelConfig's
     bias: bool = True
     tie_weights: bool = True
     layer_norm_eps: float = 1e-5
@@ -56,44 +43,20 @@ class GPTConfig:
     window: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "context_length", "n_layer", "n_head", "d_model"):
-            _positive_int(name, getattr(self, name))
-        if self.d_ff is None:
-            self.d_ff = 4 * self.d_model
-        _positive_int("d_ff", self.d_ff)
-        if self.d_model % self.n_head:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_head={self.n_head}: each head gets "
-                f"d_model // n_head dimensions; choose n_head among the divisors of d_model"
-            )
-        if self.n_kv_head is not None:
-            _positive_int("n_kv_head", self.n_kv_head)
-            if self.n_head % self.n_kv_head:
-                raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.positional not in POSITIONALS:
-            raise ValueError(f"positional must be one of {POSITIONALS}, got {self.positional!r}")
+        super().__post_init__()
+        if check_int("n_kv_head", self.n_kv_head, optional=True) and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
         if self.positional == "rotary" and (self.d_model // self.n_head) % 2:
             raise ValueError("rotary positions need an even head width d_model // n_head")
-        if isinstance(self.rope_base, bool) or not isinstance(self.rope_base, int | float) or not 1 < self.rope_base < math.inf:
+        if not is_number(self.rope_base) or not self.rope_base > 1:
             raise ValueError(f"rope_base must be a finite number > 1, got {self.rope_base!r}")
-        if self.attention not in ATTENTION_KINDS:
-            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+        check_choice("attention", self.attention, ATTENTION_KINDS)
         if self.attention == "sliding_window":
             if self.window is None:
                 raise ValueError("attention='sliding_window' needs window=... (how many keys each query sees)")
-            _positive_int("window", self.window)
+            check_int("window", self.window)
         elif self.window is not None:
             raise ValueError(f"window={self.window!r} is only used with attention='sliding_window', not {self.attention!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
 
     @classmethod
     def tiny(cls, vocab_size: int = 96, context_length: int = 64, **overrides) -> GPTConfig:
@@ -107,17 +70,6 @@ class GPTConfig:
         return cls(**{"vocab_size": 50257, "context_length": 1024, "n_layer": 12, "n_head": 12,
                       "d_model": 768, "activation": "gelu_tanh", **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> GPTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown GPTConfig fields {sorted(unknown)}")
-        return cls(**d)
-
 
 class GPT(SavesToFile, nn.Module):
     """A decoder-only Transformer language model.
@@ -127,11 +79,11 @@ class GPT(SavesToFile, nn.Module):
     ``(n_layer, B, n_head, T, T)``, whose rows sum to 1 (future positions are exactly 0).
     """
 
+    config_class = GPTConfig
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        if not isinstance(config, GPTConfig):
-            raise TypeError(f"GPT needs a GPTConfig, got {type(config).__name__}")
-        self.config = c = config
+        self.config = c = self.checked_config(config)
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         rotary = None
         if c.positional == "learned":
@@ -142,24 +94,26 @@ class GPT(SavesToFile, nn.Module):
             self.pos_emb = None
             rotary = RotaryEmbedding(c.head_dim, c.context_length, base=c.rope_base)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                c.d_model, c.n_head, c.d_ff, c.dropout, c.activation, c.norm, c.norm_first,
-                c.bias, c.layer_norm_eps, c.n_kv_head, rotary,
+        self.blocks = Stack(
+            Block(
+                make_attention(c.attention, c.d_model, c.n_head, c.window, c.dropout, c.bias, c.n_kv_head, rotary),
+                self.feed_forward(),
+                causal=True, norm=c.norm, norm_first=c.norm_first, dropout=c.dropout, eps=c.layer_norm_eps,
+                bias=c.bias,
             )
             for _ in range(c.n_layer)
         )
-        if c.attention != "full":  # the same block with another attention inside (chapter 14)
-            for block in self.blocks:
-                block.attn = make_attention(
-                    c.attention, c.d_model, c.n_head, c.window, c.dropout, c.bias, c.n_kv_head, rotary
-                )
         # pre-norm stacks need a final norm: the residual stream itself was never normalised
         self.ln_f = make_norm(c.norm, c.d_model, c.layer_norm_eps, c.bias) if c.norm_first else nn.Identity()
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.reset_parameters()
         if c.tie_weights:
             self.lm_head.weight = self.tok_emb.weight  # one matrix reads tokens in and writes them out
+
+    def feed_forward(self) -> nn.Module:
+        """The feed-forward part of each block: a :class:`FeedForward` (an MoEGPT's is a mixture of experts)."""
+        c = self.config
+        return FeedForward(c.d_model, c.d_ff, c.activation, c.dropout, c.bias)
 
     def reset_parameters(self) -> None:
         """GPT-2's initialisation: N(0, 0.02), and residual projections scaled by 1/√(2·n_layer).
@@ -177,16 +131,13 @@ class GPT(SavesToFile, nn.Module):
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for block in self.blocks:
             nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
-            nn.init.normal_(block.mlp.fc2.weight, std=residual_std)
+            for ffn in block.mlp.modules():  # the block's FeedForward, or each expert of a mixture
+                if isinstance(ffn, FeedForward):
+                    nn.init.normal_(ffn.fc2.weight, std=residual_std)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Count each parameter once (the tied head shares the embedding's matrix)."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.tok_emb.weight.numel()
-            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
-                n -= self.pos_emb.weight.numel()
-        return n
+        return count_parameters(self, non_embedding)
 
     def _run(
         self, idx: Tensor, caches: list[KVCache] | None = None, need_weights: bool = False
@@ -195,11 +146,7 @@ class GPT(SavesToFile, nn.Module):
         x = self.tok_emb(idx)  # (B, T, D)
         if self.pos_emb is not None:
             x = self.pos_emb(x, offset=offset)
-        x = self.drop(x)
-        weights = []
-        for i, block in enumerate(self.blocks):
-            x, w = block(x, cache=None if caches is None else caches[i], need_weights=need_weights)
-            weights.append(w)
+        x, weights = self.blocks(self.drop(x), caches=caches, need_weights=need_weights)
         return self.lm_head(self.ln_f(x)), weights  # (B, T, vocab_size)
 
     def forward(self, idx: Tensor, return_attention: bool = False):
@@ -239,9 +186,8 @@ class GPT(SavesToFile, nn.Module):
         reproducible sampling. The model runs in eval mode (no dropout) and is restored afterwards.
         """
         ctx = self.config.context_length
-        check_token_ids(idx, self.config.vocab_size)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        check_token_ids(idx, self.config.vocab_size, values=True)  # once per call: no step is checked again
+        check_int("max_new_tokens", max_new_tokens, minimum=0)
         if not greedy:
             check_sampling_args(temperature, top_k, top_p, self.config.vocab_size)
         was_training = self.training
@@ -331,8 +277,6 @@ class GPT(SavesToFile, nn.Module):
         the query and key rows of each head are permuted to match (see :mod:`transformer_core.hf_llama`).
         Nothing is downloaded here.
         """
-        from .hf_llama import convert_llama_state_dict, gpt_config_from_llama
-
         hf_config = getattr(model_or_state_dict, "config", None)
         if hf_config is not None and not isinstance(model_or_state_dict, Mapping):
             if config is not None:
@@ -349,7 +293,7 @@ class GPT(SavesToFile, nn.Module):
             raise TypeError(
                 f"from_hf_llama takes a LlamaForCausalLM or its state_dict, got {type(model_or_state_dict).__name__}"
             )
-        cfg = gpt_config_from_llama(config)
+        cfg = GPTConfig(**gpt_config_fields(config))
         converted = convert_llama_state_dict(sd, cfg)
         model = cls(cfg).to(converted["tok_emb.weight"].dtype)  # copy exactly: a float64 Llama stays so
         model.load_state_dict(converted)

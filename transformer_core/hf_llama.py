@@ -18,9 +18,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from .gpt import GPTConfig
-
-__all__ = ["gpt_config_from_llama", "convert_llama_state_dict", "halves_to_pairs"]
+__all__ = ["gpt_config_fields", "convert_llama_state_dict", "halves_to_pairs"]
 
 
 def _field(config, name: str, default=None):
@@ -33,8 +31,8 @@ def _refuse(name: str, value, why: str) -> None:
     raise ValueError(f"Llama config {name}={value!r} cannot be represented: {why}")
 
 
-def gpt_config_from_llama(config) -> GPTConfig:
-    """The :class:`GPTConfig` of a ``LlamaConfig`` (or its ``to_dict()``); refuses what GPT lacks."""
+def gpt_config_fields(config) -> dict:
+    """The ``GPTConfig`` fields of a ``LlamaConfig`` (or its ``to_dict()``); refuses what GPT lacks."""
     model_type = _field(config, "model_type", "llama")
     if model_type != "llama":
         _refuse("model_type", model_type, "only Llama's architecture is mapped")
@@ -60,7 +58,7 @@ def gpt_config_from_llama(config) -> GPTConfig:
         _refuse("partial_rotary_factor", partial, "the book's RoPE turns the whole head")
     theta = rope.get("rope_theta", _field(config, "rope_theta", 10000.0))
     n_kv = _field(config, "num_key_value_heads") or n_head
-    return GPTConfig(
+    return dict(
         vocab_size=_field(config, "vocab_size"),
         context_length=_field(config, "max_position_embeddings"),
         n_layer=_field(config, "num_hidden_layers"),
@@ -85,7 +83,7 @@ def halves_to_pairs(weight: Tensor, n_heads: int, head_dim: int) -> Tensor:
     return weight.view(n_heads, head_dim, -1)[:, perm].reshape(n_heads * head_dim, -1)
 
 
-def convert_llama_state_dict(sd: Mapping[str, Tensor], cfg: GPTConfig) -> dict[str, Tensor]:
+def convert_llama_state_dict(sd: Mapping[str, Tensor], cfg) -> dict[str, Tensor]:
     """Rename a ``LlamaForCausalLM`` state dict to the GPT's keys (``nn.Linear`` on both sides: no
     transposes), permuting the query and key rows for the book's RoPE. Every key must be used."""
     sd = {("model." + k if not k.startswith(("model.", "lm_head.")) else k): v for k, v in sd.items()}

@@ -6,10 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "FeedForward", "RMSNorm", "make_norm"]
+from .validation import check_choice
+
+__all__ = ["ACTIVATIONS", "NORMS", "FeedForward", "RMSNorm", "make_norm"]
 
 # "gelu" is the exact erf form; "gelu_tanh" is GPT-2's approximation (Hugging Face's "gelu_new").
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swiglu")
+NORMS = ("layernorm", "rmsnorm")
 
 
 class FeedForward(nn.Module):
@@ -24,9 +27,7 @@ class FeedForward(nn.Module):
         self, d_model: int, d_ff: int, activation: str = "relu", dropout: float = 0.0, bias: bool = True
     ) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-        self.activation = activation
+        self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.fc1 = nn.Linear(d_model, d_ff, bias=bias)  # W1: expand to d_ff
         self.fc2 = nn.Linear(d_ff, d_model, bias=bias)  # W2: project back to d_model
         self.gate = nn.Linear(d_model, d_ff, bias=bias) if activation == "swiglu" else None
@@ -62,8 +63,6 @@ class RMSNorm(nn.Module):
 
 def make_norm(kind: str, d_model: int, eps: float = 1e-5, bias: bool = True) -> nn.Module:
     """``"layernorm"`` or ``"rmsnorm"``."""
-    if kind == "layernorm":
+    if check_choice("norm", kind, NORMS) == "layernorm":
         return nn.LayerNorm(d_model, eps=eps, bias=bias)
-    if kind == "rmsnorm":
-        return RMSNorm(d_model, eps=eps)
-    raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
+    return RMSNorm(d_model, eps=eps)

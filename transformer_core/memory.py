@@ -9,8 +9,9 @@ extra forward pass of time.
 
 Two tools here:
 
-* :func:`enable_activation_checkpointing` turns it on for a GPT's blocks (and
-  :func:`disable_activation_checkpointing` off again); the weights, their names in the state dict
+* :func:`enable_activation_checkpointing` turns it on for a model's blocks (a GPT's, a BERT's, an
+  encoder-decoder's; :func:`disable_activation_checkpointing` off again), through the flag of the
+  :class:`~transformer_core.blocks.Stack` that runs them; the weights, their names in the state dict
   and every output stay exactly the same;
 * :class:`SavedTensorMeter` counts the bytes autograd saves for backward while it is active, each
   storage once (many saved tensors are views of one another), leaving out the parameters, which
@@ -24,12 +25,11 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from .blocks import TransformerBlock
+from .blocks import Stack
+from .validation import check_int
 
 __all__ = [
-    "CheckpointedTransformerBlock",
     "enable_activation_checkpointing",
     "disable_activation_checkpointing",
     "checkpointed_blocks",
@@ -38,71 +38,46 @@ __all__ = [
 ]
 
 
-class CheckpointedTransformerBlock(TransformerBlock):
-    """A :class:`TransformerBlock` that keeps only its input for backward and recomputes the rest.
-
-    It has the same parameters (and state-dict keys) as the block it replaces; only ``forward``
-    differs. Checkpointing applies while training (grad enabled, no KV cache, no attention weights
-    asked for); anything else runs the plain block.
-    """
-
-    def forward(
-        self,
-        x: Tensor,
-        key_padding_mask: Tensor | None = None,
-        cache=None,
-        need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        if cache is not None or need_weights or not torch.is_grad_enabled():
-            return super().forward(x, key_padding_mask, cache, need_weights)
-        # use_reentrant=False: the variant PyTorch recommends; it works with inputs that need no grad,
-        # with keyword arguments and nested checkpoints, and it replays the RNG state so that dropout
-        # draws the same mask during the recomputation.
-        return checkpoint(TransformerBlock.forward, self, x, key_padding_mask, use_reentrant=False)
-
-
-def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def _blocks(model: nn.Module, fn: str) -> nn.ModuleList:
+def _stacks(model: nn.Module, fn: str) -> dict[str, Stack]:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{fn} needs a model (an nn.Module with .blocks, such as GPT), got {type(model).__name__}")
-    blocks = getattr(model, "blocks", None)
-    if not isinstance(blocks, nn.ModuleList) or not all(isinstance(b, TransformerBlock) for b in blocks):
+        raise TypeError(f"{fn} needs a model (an nn.Module built of blocks, such as GPT), got {type(model).__name__}")
+    stacks = {name: m for name, m in model.named_modules() if isinstance(m, Stack)}
+    if not stacks:
         raise TypeError(
-            f"{fn} works on models whose .blocks is an nn.ModuleList of TransformerBlock (GPT); "
-            f"{type(model).__name__} has none"
+            f"{fn} works on models whose blocks run in a transformer_core.blocks.Stack (GPT, BERT, "
+            f"Transformer); {type(model).__name__} has none"
         )
-    return blocks
+    return stacks
 
 
 def enable_activation_checkpointing(model: nn.Module, every: int = 1) -> nn.Module:
     """Checkpoint every ``every``-th block of ``model`` (blocks 0, every, 2·every, ...); return ``model``.
 
-    ``every=1`` checkpoints all blocks (the least memory); ``every=2`` half of them, and so on. The
-    model is changed in place: each chosen block becomes a :class:`CheckpointedTransformerBlock`
-    (its class changes, its parameters stay where they are). Gradients are the same as without.
+    ``every=1`` checkpoints all blocks (the least memory); ``every=2`` half of them, and so on. It
+    sets the flag ``checkpoint_every`` of each of the model's stacks of blocks (a GPT's or a BERT's
+    ``blocks``, a Transformer's ``encoder`` and ``decoder``): the modules, their weights and every
+    output stay as they are. Gradients are the same as without.
     """
-    blocks = _blocks(model, "enable_activation_checkpointing")
-    _positive_int("every", every)
-    for i, block in enumerate(blocks):
-        block.__class__ = CheckpointedTransformerBlock if i % every == 0 else TransformerBlock
+    stacks = _stacks(model, "enable_activation_checkpointing")
+    check_int("every", every)
+    for stack in stacks.values():
+        stack.checkpoint_every = every
     return model
 
 
 def disable_activation_checkpointing(model: nn.Module) -> nn.Module:
     """Undo :func:`enable_activation_checkpointing`: every block stores its activations again."""
-    for block in _blocks(model, "disable_activation_checkpointing"):
-        block.__class__ = TransformerBlock
+    for stack in _stacks(model, "disable_activation_checkpointing").values():
+        stack.checkpoint_every = 0
     return model
 
 
-def checkpointed_blocks(model: nn.Module) -> list[int]:
-    """The indices of the blocks of ``model`` that are checkpointed."""
-    blocks = _blocks(model, "checkpointed_blocks")
-    return [i for i, b in enumerate(blocks) if isinstance(b, CheckpointedTransformerBlock)]
+def checkpointed_blocks(model: nn.Module) -> list[int] | dict[str, list[int]]:
+    """The indices of the checkpointed blocks of ``model``: a list for a model with one stack (GPT,
+    BERT), a dict ``{stack name: indices}`` for one with several (the encoder-decoder)."""
+    stacks = _stacks(model, "checkpointed_blocks")
+    found = {name: [i for i in range(len(s)) if s.checkpointed(i)] for name, s in stacks.items()}
+    return next(iter(found.values())) if len(found) == 1 else found
 
 
 class SavedTensorMeter:

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .gpt import GPT, GPTConfig
-from .layers import ACTIVATIONS, FeedForward
+from .layers import FeedForward
+from .validation import check_int, check_number
 
 __all__ = [
     "Routing",
@@ -61,29 +62,21 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_moe_args(n_experts: object, top_k: object, capacity_factor: object) -> None:
-    _check_int("n_experts", n_experts, 1)
-    _check_int("top_k", top_k, 1)
+def _check_moe_args(n_experts: object, top_k: object, capacity_factor: object = None,
+                    normalize_gates: object = None, **coefs: object) -> None:
+    check_int("n_experts", n_experts)
+    check_int("top_k", top_k)
     if top_k > n_experts:  # type: ignore[operator]
         raise ValueError(
             f"top_k={top_k} exceeds n_experts={n_experts}: a token cannot use more experts than there "
             f"are; choose top_k between 1 and {n_experts}"
         )
-    if capacity_factor is not None:
-        if isinstance(capacity_factor, bool) or not isinstance(capacity_factor, (int, float)) or not (
-            math.isfinite(capacity_factor) and capacity_factor > 0
-        ):
-            raise ValueError(f"capacity_factor must be a number > 0 or None (no limit), got {capacity_factor!r}")
-
-
-def _check_coef(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a number >= 0 (0 turns the loss off), got {value!r}")
+    if capacity_factor is not None and (check_number("capacity_factor", capacity_factor) <= 0):
+        raise ValueError(f"capacity_factor must be a number > 0 or None (no limit), got {capacity_factor!r}")
+    if normalize_gates is not None and not isinstance(normalize_gates, bool):
+        raise TypeError(f"normalize_gates must be True, False or None (by top_k), got {normalize_gates!r}")
+    for name, value in coefs.items():  # the auxiliary losses' weights: 0 turns a loss off
+        check_number(name, value, minimum=0)
 
 
 # --------------------------------------------------------------------------- the pieces, as functions
@@ -100,7 +93,7 @@ def route_top_k(
     if not isinstance(router_logits, Tensor) or router_logits.dim() < 1 or not router_logits.is_floating_point():
         raise TypeError("router_logits must be a floating-point tensor of shape (..., n_experts)")
     n_experts = router_logits.shape[-1]
-    _check_moe_args(n_experts, top_k, None)
+    _check_moe_args(n_experts, top_k)
     logits = router_logits.float() if router_logits.dtype in (torch.float16, torch.bfloat16) else router_logits
     probs = logits.softmax(dim=-1)  # (..., E)
     top_p, expert_index = probs.topk(top_k, dim=-1)  # (..., k), sorted best first
@@ -204,15 +197,10 @@ class MoEFeedForward(nn.Module):
         z_loss_coef: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_int("d_model", d_model, 1)
-        _check_int("d_ff", d_ff, 1)
-        _check_moe_args(n_experts, top_k, capacity_factor)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
-        if normalize_gates is not None and not isinstance(normalize_gates, bool):
-            raise TypeError(f"normalize_gates must be True, False or None (by top_k), got {normalize_gates!r}")
-        _check_coef("balance_loss_coef", balance_loss_coef)
-        _check_coef("z_loss_coef", z_loss_coef)
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
+        _check_moe_args(n_experts, top_k, capacity_factor, normalize_gates,
+                        balance_loss_coef=balance_loss_coef, z_loss_coef=z_loss_coef)
         self.d_model, self.n_experts, self.top_k = d_model, n_experts, top_k
         self.capacity_factor = capacity_factor
         self.normalize_gates = normalize_gates
@@ -298,11 +286,8 @@ class MoEGPTConfig(GPTConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_moe_args(self.n_experts, self.expert_top_k, self.capacity_factor)
-        if self.normalize_gates is not None and not isinstance(self.normalize_gates, bool):
-            raise TypeError(f"normalize_gates must be True, False or None, got {self.normalize_gates!r}")
-        _check_coef("balance_loss_coef", self.balance_loss_coef)
-        _check_coef("z_loss_coef", self.z_loss_coef)
+        _check_moe_args(self.n_experts, self.expert_top_k, self.capacity_factor, self.normalize_gates,
+                        balance_loss_coef=self.balance_loss_coef, z_loss_coef=self.z_loss_coef)
 
 
 class MoEGPT(GPT):
@@ -314,35 +299,19 @@ class MoEGPT(GPT):
     Train with ``Trainer(..., loss_fn=moe_language_model_loss)``.
     """
 
-    def __init__(self, config: MoEGPTConfig) -> None:
-        if not isinstance(config, MoEGPTConfig):
-            raise TypeError(
-                f"MoEGPT needs a MoEGPTConfig (a GPTConfig with n_experts, expert_top_k, ...), "
-                f"got {type(config).__name__}"
-            )
-        super().__init__(config)  # dense blocks first: GPT builds attention, norms, embeddings, head
-        c = config
-        for block in self.blocks:
-            block.mlp = MoEFeedForward(
-                c.d_model, c.d_ff, c.n_experts, c.expert_top_k, c.activation, c.dropout, c.bias,
-                c.capacity_factor, c.normalize_gates, c.balance_loss_coef, c.z_loss_coef,
-            )
-        self.reset_parameters()  # the tied head shares the embedding's tensor, so it stays tied
+    config_class = MoEGPTConfig
 
-    def reset_parameters(self) -> None:
-        """GPT-2's initialisation (see :meth:`GPT.reset_parameters`); every expert's output projection
-        is scaled like a dense block's ``fc2``, and the router starts at N(0, 0.02): nearly even."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for block in self.blocks:
-            nn.init.normal_(block.attn.out_proj.weight, std=residual_std)
-            for ffn in block.mlp.modules():  # the dense FeedForward, or each expert
-                if isinstance(ffn, FeedForward):
-                    nn.init.normal_(ffn.fc2.weight, std=residual_std)
+    def feed_forward(self) -> MoEFeedForward:
+        """A mixture of experts in every block's feed-forward place; everything else is GPT's.
+
+        GPT's initialisation covers it: every expert's output projection is scaled like a dense
+        block's ``fc2``, and the router starts at N(0, 0.02), nearly even.
+        """
+        c = self.config
+        return MoEFeedForward(
+            c.d_model, c.d_ff, c.n_experts, c.expert_top_k, c.activation, c.dropout, c.bias,
+            c.capacity_factor, c.normalize_gates, c.balance_loss_coef, c.z_loss_coef,
+        )
 
     def moe_layers(self) -> list[MoEFeedForward]:
         return [b.mlp for b in self.blocks if isinstance(b.mlp, MoEFeedForward)]

@@ -38,7 +38,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -48,8 +48,16 @@ from tqdm.auto import tqdm
 
 from . import data
 from . import distributed as D
-from .checkpoint import atomic_torch_save
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    model_payload,
+    plain_config,
+    read_payload,
+)
+from .moe import MoEFeedForward
 from .schedules import noam_schedule, warmup_constant, warmup_cosine
+from .validation import Config, check_choice, check_int, check_number, is_int, is_number
 
 __all__ = [
     "TrainConfig",
@@ -63,7 +71,6 @@ __all__ = [
     "ResumeConfigWarning",
 ]
 
-CHECKPOINT_FORMAT = "transformer_core.training/1"
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant", "noam")
 # The TrainConfig fields that shape the updates: resuming with another value of any of them goes on
@@ -126,7 +133,7 @@ def configure_optimizer(
 
 # --------------------------------------------------------------------------- configuration
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Everything that shapes a training run. Defaults suit the book's small models on a CPU.
 
     Steps count optimizer updates; one update sees ``batch_size * grad_accum_steps`` sequences.
@@ -166,60 +173,38 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum_steps", "log_interval"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         for name in ("warmup_steps", "eval_interval", "eval_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        for name in ("lr", "weight_decay"):
-            _check_number(name, getattr(self, name))
-        for name in ("min_lr", "grad_clip"):
-            if getattr(self, name) is not None:
-                _check_number(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            check_int(name, getattr(self, name), minimum=0)
+        for name in ("lr", "weight_decay", "min_lr", "grad_clip"):
+            check_number(name, getattr(self, name), optional=name in ("min_lr", "grad_clip"))
+        if not is_int(self.seed):
             raise TypeError(f"seed must be an int, got {self.seed!r}")
         if (not isinstance(self.betas, (tuple, list)) or len(self.betas) != 2
-                or not all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+                or not all(is_number(b) and 0 <= b < 1 for b in self.betas)):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.checkpoint_interval is not None and (
-            isinstance(self.checkpoint_interval, bool) or not isinstance(self.checkpoint_interval, int)
-        ):
-            raise TypeError(f"checkpoint_interval must be an int >= 1 or None, got {self.checkpoint_interval!r}")
+        check_int("checkpoint_interval", self.checkpoint_interval, optional=True)
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} exceeds max_steps={self.max_steps}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.min_lr is None:
             self.min_lr = self.lr / 10
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_choice("precision", self.precision, PRECISIONS)
         if not callable(self.schedule) and self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES} or a function step -> lr, got {self.schedule!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {self.grad_clip}")
-        if self.checkpoint_interval is not None and self.checkpoint_interval < 1:
-            raise ValueError(f"checkpoint_interval must be >= 1 or None, got {self.checkpoint_interval}")
 
     def to_dict(self) -> dict:
         """Plain values only (a schedule function is stored by name), for checkpoints and logs."""
-        d = asdict(self)
+        d = super().to_dict()
         if callable(self.schedule):
             d["schedule"] = getattr(self.schedule, "__name__", repr(self.schedule))
         if d["checkpoint_path"] is not None:
             d["checkpoint_path"] = str(d["checkpoint_path"])
         d["betas"] = list(d["betas"])
         return d
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _check_number(name: str, value) -> None:
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
 
 
 # --------------------------------------------------------------------------- data and loss
@@ -551,9 +536,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "step": self.step,
-            "model_class": type(self.model).__name__,
-            "model_config": _plain_config(self.model),
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model": model_payload(self.model),  # what save_model writes: load_model opens this file too
             "optimizer": _to_cpu(self.optimizer.state_dict()),
             "scaler": self.scaler.state_dict(),
             "train_config": self.config.to_dict(),
@@ -579,7 +562,7 @@ class Trainer:
         state = self.state_dict()  # every rank takes part (it gathers their random states)
         if not self.dist.is_main:
             return None
-        return _atomic_save(state, Path(path))
+        return atomic_torch_save(state, path)
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> Trainer:
         """Restore a state saved by :meth:`save_checkpoint` into this trainer (and its model).
@@ -592,30 +575,23 @@ class Trainer:
         path = path if path is not None else self.config.checkpoint_path
         if path is None:
             raise ValueError("no checkpoint path: pass one or set TrainConfig.checkpoint_path")
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        # A damaged file can make the weights-only unpickler fail in any way (IndexError, KeyError, ...).
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{path} is not a readable checkpoint (damaged or truncated?): {err}") from err
-        self.load_state_dict(state, source=str(path))
+        self.load_state_dict(read_payload(path, "checkpoint"), source=str(path))
         return self
 
     def load_state_dict(self, state: dict, source: str = "the checkpoint") -> None:
         """Restore from a dict made by :meth:`state_dict` (``source`` names it in error messages)."""
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{source} was not written by Trainer.save_checkpoint (format {CHECKPOINT_FORMAT!r})")
-        if state["model_class"] != type(self.model).__name__:
-            raise ValueError(f"{source} holds a {state['model_class']}, but this trainer trains a {type(self.model).__name__}")
-        mine = _plain_config(self.model)
-        if state["model_config"] is not None and mine is not None and state["model_config"] != mine:
-            diff = {k: (state["model_config"].get(k), v) for k, v in mine.items() if state["model_config"].get(k) != v}
+        model = state["model"]
+        if model["class"] != type(self.model).__name__:
+            raise ValueError(f"{source} holds a {model['class']}, but this trainer trains a {type(self.model).__name__}")
+        saved, mine = model["config"], plain_config(self.model)
+        if saved is not None and mine is not None and saved != mine:
+            diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
             raise ValueError(f"{source} is for a model of another shape; (checkpoint, this model) differ in {diff}")
         self._warn_if_config_differs(state.get("train_config"), source)
         try:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(model["state_dict"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise ValueError(f"{source} does not fit this model or optimizer: {err}") from err
@@ -655,15 +631,7 @@ class Trainer:
 
 def _routes_tokens(model: nn.Module) -> bool:
     """True for a model with conditional computation (mixture-of-experts layers)."""
-    from .moe import MoEFeedForward
-
     return any(isinstance(m, MoEFeedForward) for m in model.modules())
-
-
-def _plain_config(model: nn.Module) -> dict | None:
-    config = getattr(model, "config", None)
-    to_dict = getattr(config, "to_dict", None)
-    return dict(to_dict()) if callable(to_dict) else None
 
 
 def _to_cpu(obj):
@@ -676,25 +644,14 @@ def _to_cpu(obj):
     return obj
 
 
-def _atomic_save(state: dict, path: Path) -> Path:
-    return atomic_torch_save(state, path)  # the one atomic, fsync'ed write of the package
-
-
-def train(
-    model: nn.Module,
-    train_data,
-    val_data=None,
-    config: TrainConfig | None = None,
-    *,
-    loss_fn: Callable[[nn.Module, object], Tensor] | None = None,
-    callbacks: Iterable[Callable[[dict], object]] = (),
-    resume: bool = False,
-) -> list[dict]:
-    """Train ``model`` and return its history (see :class:`Trainer` for the arguments).
+def train(model: nn.Module, train_data, val_data=None, config: TrainConfig | None = None, *,
+          resume: bool = False, **options) -> list[dict]:
+    """Train ``model`` and return its history: ``Trainer(model, train_data, val_data, config,
+    **options).fit()``; ``options`` are the Trainer's ``loss_fn`` and ``callbacks``.
 
     With ``resume=True`` and an existing ``config.checkpoint_path`` the run continues from it.
     """
-    trainer = Trainer(model, train_data, val_data, config, loss_fn=loss_fn, callbacks=callbacks)
+    trainer = Trainer(model, train_data, val_data, config, **options)
     if resume and trainer.config.checkpoint_path is not None and Path(trainer.config.checkpoint_path).is_file():
         trainer.load_checkpoint()
     return trainer.fit()

@@ -9,8 +9,7 @@ BPE vocabulary). Decoding: greedy, and beam search with the paper's length penal
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -18,17 +17,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache
-from .blocks import DecoderLayer, EncoderLayer
+from .blocks import DecoderLayer, EncoderLayer, Stack
 from .checkpoint import SavesToFile
 from .layers import make_norm
 from .positional import SinusoidalPositionalEncoding
-from .validation import check_token_ids
+from .validation import (
+    Config,
+    check_fraction,
+    check_int,
+    check_model_shape,
+    check_token_ids,
+    is_int,
+)
 
 __all__ = ["TransformerConfig", "Transformer", "TransformerAttention", "label_smoothed_cross_entropy"]
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(Config):
     """The shape of an encoder-decoder Transformer. Presets :meth:`base` and :meth:`big` are Table 3's."""
 
     src_vocab_size: int
@@ -41,7 +47,7 @@ class TransformerConfig:
     dropout: float = 0.1
     activation: str = "relu"
     norm_first: bool = False
-    max_len: int = 512
+    context_length: int = 512  # the longest source or target sequence
     share_embeddings: bool = True
     label_smoothing: float = 0.1
     layer_norm_eps: float = 1e-5
@@ -50,20 +56,11 @@ class TransformerConfig:
     eos_id: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_head", "n_encoder_layers",
-                     "n_decoder_layers", "d_ff", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.d_model % self.n_head:
-            raise ValueError(
-                f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
-                f"choose n_head among the divisors of d_model"
-            )
+        check_model_shape(self, "src_vocab_size", "tgt_vocab_size", "d_model", "n_head", "n_encoder_layers",
+                          "n_decoder_layers", "context_length")
         if self.d_model % 2:
             raise ValueError("sinusoidal positions need an even d_model")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError("dropout and label_smoothing must be in [0, 1)")
+        check_fraction("label_smoothing", self.label_smoothing)
         special = (self.pad_id, self.bos_id, self.eos_id)
         if len(set(special)) != 3 or min(special) < 0 or max(special) >= self.tgt_vocab_size:
             raise ValueError(f"pad_id, bos_id, eos_id must be distinct ids of the target vocabulary, got {special}")
@@ -82,16 +79,6 @@ class TransformerConfig:
         """The paper's big model: N=6, d_model=1024, d_ff=4096, h=16, dropout 0.3 (Table 3: 213M)."""
         params = {"d_model": 1024, "d_ff": 4096, "n_head": 16, "dropout": 0.3, **overrides}
         return cls(src_vocab_size, tgt_vocab_size, **params)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TransformerConfig:
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig fields {sorted(unknown)}")
-        return cls(**d)
 
 
 class TransformerAttention(NamedTuple):
@@ -134,20 +121,20 @@ class Transformer(SavesToFile, nn.Module):
     the logits at position ``t`` predict ``tgt``'s token ``t + 1``.
     """
 
+    config_class = TransformerConfig
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
-        if not isinstance(config, TransformerConfig):
-            raise TypeError(f"Transformer needs a TransformerConfig, got {type(config).__name__}")
-        self.config = c = config
+        self.config = c = self.checked_config(config)
         share_src = c.share_embeddings and c.src_vocab_size == c.tgt_vocab_size
         self.tgt_emb = nn.Embedding(c.tgt_vocab_size, c.d_model)
         self.src_emb = self.tgt_emb if share_src else nn.Embedding(c.src_vocab_size, c.d_model)
-        self.pos = SinusoidalPositionalEncoding(c.d_model, c.max_len)
+        self.pos = SinusoidalPositionalEncoding(c.d_model, c.context_length)
         self.drop = nn.Dropout(c.dropout)
         layer_args = (c.d_model, c.n_head, c.d_ff, c.dropout, c.activation, "layernorm", c.norm_first,
                       c.layer_norm_eps)
-        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(c.n_encoder_layers))
-        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(c.n_decoder_layers))
+        self.encoder = Stack(EncoderLayer(*layer_args) for _ in range(c.n_encoder_layers))
+        self.decoder = Stack(DecoderLayer(*layer_args) for _ in range(c.n_decoder_layers))
         # pre-norm stacks end with a norm; post-norm layers already end normalised
         final = (lambda: make_norm("layernorm", c.d_model, c.layer_norm_eps)) if c.norm_first else nn.Identity
         self.encoder_norm = final()
@@ -175,13 +162,9 @@ class Transformer(SavesToFile, nn.Module):
 
     def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor | None]]:
         """``src`` ``(B, S)`` -> memory ``(B, S, D)`` and the encoder's self-attention weights."""
-        check_token_ids(src, self.config.src_vocab_size, self.config.max_len, name="src")
-        pad = src == self.config.pad_id
-        x = self._embed(self.src_emb, src)
-        weights = []
-        for layer in self.encoder:
-            x, w = layer(x, src_key_padding_mask=pad, need_weights=need_weights)
-            weights.append(w)
+        check_token_ids(src, self.config.src_vocab_size, self.config.context_length, name="src")
+        x, weights = self.encoder(self._embed(self.src_emb, src), key_padding_mask=src == self.config.pad_id,
+                                  need_weights=need_weights)
         return self.encoder_norm(x), weights
 
     def decode(
@@ -197,23 +180,17 @@ class Transformer(SavesToFile, nn.Module):
         tgt_pad = None
         if caches is None and (tgt == self.config.pad_id).any():
             tgt_pad = tgt == self.config.pad_id
-        x = self._embed(self.tgt_emb, tgt, offset)
-        self_w, cross_w = [], []
-        for i, layer in enumerate(self.decoder):
-            x, ws, wc = layer(
-                x, memory, tgt_key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad,
-                cache=None if caches is None else caches[i], need_weights=need_weights,
-            )
-            self_w.append(ws)
-            cross_w.append(wc)
+        x, self_w, cross_w = self.decoder(
+            self._embed(self.tgt_emb, tgt, offset), caches=caches, need_weights=need_weights, memory=memory,
+            key_padding_mask=tgt_pad, memory_key_padding_mask=src_pad,
+        )
         return self.out_proj(self.decoder_norm(x)), self_w, cross_w
 
     def forward(self, src: Tensor, tgt: Tensor, return_attention: bool = False):
-        check_token_ids(src, self.config.src_vocab_size, self.config.max_len, name="src")
-        check_token_ids(tgt, self.config.tgt_vocab_size, self.config.max_len, name="tgt")
+        memory, enc_w = self.encode(src, need_weights=return_attention)  # checks src
+        check_token_ids(tgt, self.config.tgt_vocab_size, self.config.context_length, name="tgt")
         if src.shape[0] != tgt.shape[0]:
             raise ValueError(f"src and tgt batch sizes differ: {src.shape[0]} vs {tgt.shape[0]}")
-        memory, enc_w = self.encode(src, need_weights=return_attention)
         logits, self_w, cross_w = self.decode(tgt, memory, src == self.config.pad_id, need_weights=return_attention)
         if return_attention:
             return logits, TransformerAttention(torch.stack(enc_w), torch.stack(self_w), torch.stack(cross_w))
@@ -228,8 +205,8 @@ class Transformer(SavesToFile, nn.Module):
 
     # ------------------------------------------------------------------ decoding
     def _check_max_len(self, max_len: int) -> None:
-        if isinstance(max_len, bool) or not isinstance(max_len, int) or not 2 <= max_len <= self.config.max_len:
-            raise ValueError(f"max_len must be an int in [2, {self.config.max_len}], got {max_len!r}")
+        if not is_int(max_len) or not 2 <= max_len <= self.config.context_length:
+            raise ValueError(f"max_len must be an int in [2, {self.config.context_length}], got {max_len!r}")
 
     def _no_specials(self, logits: Tensor) -> Tensor:
         """A decoder must never emit padding or a second BOS: remove them from the choice."""
@@ -274,9 +251,8 @@ class Transformer(SavesToFile, nn.Module):
         Returns ``(B, L)`` like :meth:`greedy_decode`. ``beam_size=1`` is greedy decoding.
         """
         self._check_max_len(max_len)
-        check_token_ids(src, self.config.src_vocab_size, self.config.max_len, name="src")
-        if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-            raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+        check_token_ids(src, self.config.src_vocab_size, self.config.context_length, name="src")
+        check_int("beam_size", beam_size)
         was_training = self.training
         self.eval()
         try:
