@@ -1,11 +1,16 @@
-"""Pictures of attention and of training: heatmaps, the attention explorer, the loss curve.
+"""Pictures of attention and of training: attention views, heatmaps, the explorer, the loss curve.
 
-The optional part of transformer_core: it needs matplotlib and ipywidgets (the ``book`` extra,
+The optional part of transformer_core: it needs matplotlib, ipywidgets and anywidget (the ``book`` extra,
 ``pip install 'transformer_core[book]'``), imported when a name below is first used, so that
 ``import transformer_core.viz`` works without them. It is built on the core's own functions
 (:func:`transformer_core.causal_mask`, :func:`transformer_core.interpret.attention_entropy`) and
 takes plain arrays (numpy or torch), so it does not care which model made them.
 
+* :class:`TokenView` and :class:`GridView` are attention a reader can touch: tokens on both sides
+  with lines weighted by attention, hover for a token's row or column with the numbers; every
+  layer x head as small heatmaps, hover for query, key and weight, click to open a head, ordered
+  or coloured by a head score. anywidget widgets whose attention and front-end live in the page,
+  so they work in JupyterLab and, with no kernel, on the static book site (``views``).
 * :func:`attention_heatmap` draws one attention matrix, queries as rows and keys as columns, on a
   fixed 0-1 colour scale, with masked cells (future positions, padding) hatched grey so that they
   never look like a weight of zero.
@@ -37,7 +42,8 @@ The default mode is ``"live"``; :func:`set_widget_mode` or the environment varia
 Every explorer prints a small text marker above its image (``layer 1 · head 2 · query 5 'c'``) that
 changes with each redraw; in static mode each pre-rendered view carries its own marker.
 
-Modules: ``heatmap`` (the heatmap and its masks), ``attention`` (AttentionExplorer),
+Modules: ``views`` (TokenView, GridView; ``views.js`` and ``views.css`` are their front-end),
+``heatmap`` (the heatmap and its masks), ``attention`` (AttentionExplorer),
 ``training_plots`` (the loss curve), ``_explorer`` (the live/static machinery every explorer
 shares), ``_common`` (helpers).
 """
@@ -50,6 +56,10 @@ from typing import Any
 # public name -> the module that holds it (imported on first use: matplotlib, ipywidgets)
 _WHERE = {
     "AttentionExplorer": "attention",
+    "AttentionPart": "views",
+    "GridView": "views",
+    "TokenView": "views",
+    "attention_parts": "views",
     "FigureExplorer": "_explorer",
     "HIGHLIGHT_COLOR": "_common",
     "LiveLossPlot": "training_plots",
@@ -76,7 +86,7 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f".{_WHERE[name]}", __name__)
     except ImportError as err:
         raise ImportError(
-            f"transformer_core.viz.{name} needs matplotlib and ipywidgets ({err}); install the "
+            f"transformer_core.viz.{name} needs matplotlib, ipywidgets and anywidget ({err}); install the "
             "book extra: pip install 'transformer_core[book]'"
         ) from err
     value = getattr(module, name)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+
+from ._inputs import as_tokens, to_numpy  # noqa: F401  (viz's public names)
 
 Mode = Literal["live", "static"]
 MODE_ENV_VAR = "TRANSFORMER_CORE_WIDGET_MODE"
@@ -53,35 +54,6 @@ def _resolve_mode(mode: str | None) -> Mode:
     if mode is None:
         mode = _default_mode or os.environ.get(MODE_ENV_VAR, "").strip().lower() or "live"
     return _check_mode(mode)
-
-
-def to_numpy(x: Any, name: str = "array") -> np.ndarray:
-    """A float64 (or bool) numpy copy of a numpy array, torch tensor or nested list."""
-    if hasattr(x, "detach"):  # a torch tensor, without importing torch
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bool":
-            return x.numpy().copy()
-        return x.double().numpy()
-    arr = np.asarray(x)
-    if arr.dtype == bool:
-        return arr.copy()
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"{name} must hold numbers, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
-
-
-def as_tokens(tokens: Any, name: str = "tokens") -> list[str]:
-    """Tokens as a list of strings: a string counts as its characters, ids become ``str(id)``."""
-    if isinstance(tokens, str):
-        return list(tokens)
-    if hasattr(tokens, "tolist"):
-        tokens = tokens.tolist()
-    try:
-        return [str(t) for t in tokens]
-    except TypeError:
-        raise ValueError(
-            f"{name} must be a sequence of tokens, got {type(tokens).__name__}"
-        ) from None
 
 
 def token_label(token: str) -> str:

@@ -22,6 +22,8 @@ from ._common import (
     token_label,
 )
 from ._explorer import FigureExplorer
+from ._inputs import encode_input as _encode_input
+from ._inputs import run_for_attention
 from .heatmap import (
     _check_query_index,
     _draw_heatmap,
@@ -75,25 +77,6 @@ def _normalize_attn(attn: Any, batch_index: int | None) -> np.ndarray:
     if not np.isfinite(w).all():
         raise ValueError("attn contains NaN or infinite values")
     return w
-
-
-def _encode_input(text_or_ids: Any, tokenizer: Any) -> list[int]:
-    if isinstance(text_or_ids, str):
-        if tokenizer is None:
-            raise ValueError("text was given without a tokenizer: pass tokenizer=... or token ids")
-        ids = tokenizer.encode(text_or_ids)
-    else:
-        ids = text_or_ids
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    ids = list(ids)
-    if ids and isinstance(ids[0], (list, tuple)):
-        if len(ids) != 1:
-            raise ValueError(f"from_model explores one sequence, got a batch of {len(ids)}")
-        ids = list(ids[0])
-    if not ids:
-        raise ValueError("no tokens to explore")
-    return [int(i) for i in ids]
 
 
 class AttentionExplorer(FigureExplorer):
@@ -302,33 +285,12 @@ class AttentionExplorer(FigureExplorer):
         the source attending to itself, ``"decoder"`` the target to itself (causal) and
         ``"cross"`` the target's queries over the source's keys.
         """
-        import torch
-
         ids = _encode_input(text_or_ids, tokenizer)
-        params = getattr(model, "parameters", None)
-        first = next(iter(params()), None) if callable(params) else None
-        device = first.device if first is not None else torch.device("cpu")
-        idx = torch.tensor([ids], dtype=torch.long, device=device)
         tgt_ids = None
         if target is not None:
             target_tokenizer = tokenizer if target_tokenizer is None else target_tokenizer
             tgt_ids = _encode_input(target, target_tokenizer)
-            tgt_idx = torch.tensor([tgt_ids], dtype=torch.long, device=device)
-        was_training = getattr(model, "training", None)
-        if was_training is not None:
-            model.eval()
-        try:
-            with torch.no_grad():
-                if tgt_ids is None:
-                    out = model(idx, return_attention=True)
-                else:
-                    out = model(idx, tgt_idx, return_attention=True)
-        finally:
-            if was_training is not None:
-                model.train(was_training)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError("model(idx, return_attention=True) should return (logits, attn)")
-        attn = out[1]
+        attn = run_for_attention(model, ids, tgt_ids)
         if hasattr(attn, "_asdict"):  # a NamedTuple of attention tensors
             attn = attn._asdict()
         if isinstance(attn, Mapping):
