@@ -312,17 +312,9 @@ class SlidingWindowAttention(_LinearCostSelfAttention):
     read; a rolling buffer of ``window`` keys, as in Mistral, would be enough).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_head: int,
-        window: int,
-        dropout: float = 0.0,
-        bias: bool = True,
-        n_kv_head: int | None = None,
-        rotary: nn.Module | None = None,
-        block_size: int | None = None,
-    ) -> None:
+    def __init__(self, d_model: int, n_head: int, window: int, dropout: float = 0.0, bias: bool = True,
+                 n_kv_head: int | None = None, rotary: nn.Module | None = None,
+                 block_size: int | None = None) -> None:
         super().__init__(d_model, n_head, dropout, bias, n_kv_head=n_kv_head, rotary=rotary)
         self.window = _check_window(window)
         self.block_size = check_int("block_size", block_size, optional=True)
@@ -347,17 +339,9 @@ class LinearAttention(_LinearCostSelfAttention):
 
     causal_only = False
 
-    def __init__(
-        self,
-        d_model: int,
-        n_head: int,
-        bias: bool = True,
-        n_kv_head: int | None = None,
-        rotary: nn.Module | None = None,
-        feature_map: Callable[[Tensor], Tensor] = elu_feature_map,
-        eps: float = 1e-6,
-        chunk_size: int = 64,
-    ) -> None:
+    def __init__(self, d_model: int, n_head: int, bias: bool = True, n_kv_head: int | None = None,
+                 rotary: nn.Module | None = None, feature_map: Callable[[Tensor], Tensor] = elu_feature_map,
+                 eps: float = 1e-6, chunk_size: int = 64) -> None:
         super().__init__(d_model, n_head, 0.0, bias, n_kv_head=n_kv_head, rotary=rotary)
         if not callable(feature_map):
             raise TypeError(f"feature_map must be a function of a tensor, got {type(feature_map).__name__}")
@@ -371,16 +355,9 @@ class LinearAttention(_LinearCostSelfAttention):
         return linear_attention(q, k, v, is_causal, self.feature_map, self.eps, self.chunk_size, need_weights)
 
 
-def make_attention(
-    kind: str,
-    d_model: int,
-    n_head: int,
-    window: int | None = None,
-    dropout: float = 0.0,
-    bias: bool = True,
-    n_kv_head: int | None = None,
-    rotary: nn.Module | None = None,
-) -> MultiHeadAttention:
+def make_attention(kind: str, d_model: int, n_head: int, window: int | None = None, dropout: float = 0.0,
+                   bias: bool = True, n_kv_head: int | None = None,
+                   rotary: nn.Module | None = None) -> MultiHeadAttention:
     """The self-attention module for ``kind`` in :data:`ATTENTION_KINDS` (what ``GPTConfig.attention`` names)."""
     if kind == "full":
         return MultiHeadAttention(d_model, n_head, dropout, bias, n_kv_head=n_kv_head, rotary=rotary)
