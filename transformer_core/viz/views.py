@@ -529,8 +529,12 @@ class _AttentionView(anywidget.AnyWidget):
         return bundle
 
     def __repr__(self) -> str:
+        def count(n: int, what: str) -> str:
+            return f"{n} {what}{'' if n == 1 else 's'}"
+
         shapes = ", ".join(
-            f"{p.name} {p.shape[0]} layers × {p.shape[1]} heads, {p.shape[2]} × {p.shape[3]} tokens"
+            f"{p.name} {count(p.shape[0], 'layer')} × {count(p.shape[1], 'head')}, "
+            f"{p.shape[2]} × {p.shape[3]} tokens"
             for p in self._parts
         )
         return f"{type(self).__name__}({shapes})"
