@@ -5,8 +5,9 @@
     python scripts/update_toc.py --check   # exit 1 when _toc.yml lists other files
 
 The first page is chapters/00_how_to_use_this_book; then every other chapters/NN_*.ipynb in
-order of its number: 01-12 as the part "Chapters", 13 onward as "Beyond the paper"; then the
-notebooks in chapters/solutions/ as the part "Solutions".
+order of its name: 00a-12 as the part "Chapters", 13 onward as "Beyond the paper"; then the
+notebooks in chapters/solutions/ as the part "Solutions". A letter after the number slots a
+chapter in without renumbering the others: 00a_before_attention comes after 00 and before 01.
 Only notebooks that exist are listed: `jupyter-book build -W` fails on a missing file, and with
 only_build_toc_files a notebook left out of _toc.yml silently drops out of the site.
 """
@@ -35,10 +36,11 @@ LAST_PAPER_CHAPTER = 12
 
 
 def chapter_number(path: str) -> int:
-    """The NN of chapters/NN_topic (a name without a number sorts with the paper's chapters)."""
+    """The NN of chapters/NN_topic or NNa_topic (a name without a number sorts with the paper's chapters)."""
     stem = path.rsplit("/", 1)[-1]
     head = stem.split("_", 1)[0]
-    return int(head) if head.isdigit() else 0
+    digits = head[: len(head) - len(head.lstrip("0123456789"))]
+    return int(digits) if digits else 0
 
 
 def notebooks(folder: Path) -> list[str]:
