@@ -37,7 +37,7 @@ from .checkpoint import SavesToFile
 from .layers import make_norm
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from .tokenizers import SPECIAL_TOKENS, WordTokenizer, pad_sequences
-from .validation import check_int, check_token_ids
+from .validation import check_int, check_token_ids, values_are_free
 
 __all__ = [
     "IGNORE_INDEX",
@@ -139,15 +139,14 @@ def mlm_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -
         raise ValueError(f"labels shape {tuple(labels.shape)} must be logits' (B, T) = {tuple(logits.shape[:2])}")
     V = logits.shape[-1]
     used = labels != ignore_index
-    if used.any() and (labels[used].min() < 0 or labels[used].max() >= V):
+    if values_are_free(labels) and used.any() and (labels[used].min() < 0 or labels[used].max() >= V):
         raise ValueError(f"labels hold ids outside [0, {V - 1}] that are not the ignore value {ignore_index}")
-    if not used.any():
-        return logits.sum() * 0.0
     # half-precision logits go up to float32 (the softmax needs the small probabilities); float32
     # and float64 stay as they are
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten().long(), ignore_index=ignore_index)
+    total = F.cross_entropy(logits.flatten(0, 1), labels.flatten().long(), ignore_index=ignore_index, reduction="sum")
+    return total / used.sum().clamp(min=1)  # the mean over the chosen positions; 0 if there are none
 
 
 # ---------------------------------------------------------------------------------- the model

@@ -33,6 +33,7 @@ __all__ = [
     "check_token_ids",
     "is_int",
     "is_number",
+    "values_are_free",
 ]
 
 
@@ -124,6 +125,12 @@ class Config:
         return cls(**d)
 
 
+def values_are_free(t: Tensor) -> bool:
+    """Whether reading ``t``'s values costs nothing: on the CPU, and not while torch.compile or
+    torch.export trace (where a tensor has no values yet). Reading a GPU tensor waits for the GPU."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def check_token_ids(
     idx: object,
     vocab_size: int,
@@ -159,7 +166,7 @@ def check_token_ids(
             f"last {context_length} tokens ({name}[:, -{context_length}:]) or use a larger context_length"
         )
     if values is None:
-        values = idx.device.type == "cpu" and not torch.compiler.is_compiling()
+        values = values_are_free(idx)  # never wait for a GPU, never read a traced id
     if values:
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= vocab_size:
