@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate, pairwise, product
 
-from .grammar import _HEROES, LEXICON, STORY_GRAMMAR, VOWELS, tokenize_sentence
+from .data import load_corpus
+from .grammar import _HEROES, LEXICON, STORY_GRAMMAR, VOWELS, generate_story, tokenize_sentence
 
 __all__ = ["FLOOR_NATS_PER_STORY", "FLOOR_NATS_PER_STORY_SE", "FloorEstimate", "chars_per_story",
            "corpus_floor", "derivation_entropy", "floor_per_token", "hero_entropy", "story_log_prob",
@@ -257,8 +258,6 @@ def floor_per_token(tokenizer=None, text: str | None = None) -> float:
     if tokenizer is None:
         return FLOOR_NATS_PER_STORY / chars_per_story()
     if text is None:
-        from .data import load_corpus
-
         text = load_corpus()
     stories = [s for s in text.split("\n\n") if s.strip()]
     if not stories:
@@ -367,8 +366,6 @@ def corpus_floor(n_stories: int = 2000, seed: int = 1) -> FloorEstimate:
     """
     if not isinstance(n_stories, int) or n_stories < 2:
         raise ValueError(f"n_stories must be an int >= 2, got {n_stories!r}")
-    from .grammar import generate_story
-
     rng = random.Random(seed)
     stories, nats, given = [], [], []
     for _ in range(n_stories):
