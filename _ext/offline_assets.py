@@ -1,8 +1,9 @@
 """Sphinx extension of the book site: every script a page loads comes from the site itself.
 
 A Jupyter Book 1 page loads require.js, the Jupyter widget manager (``embed-amd.js`` of
-``@jupyter-widgets/html-manager``) and MathJax from CDNs by default, so offline it shows neither
-widgets nor math. ``make book`` installs them with ``npm ci`` (package.json, package-lock.json)
+``@jupyter-widgets/html-manager``) and MathJax from CDNs by default, and the widget manager
+fetches any other widget module (anywidget's, for the attention views) from a CDN too, so offline
+it shows neither widgets nor math. ``make book`` installs them with ``npm ci`` (package.json, package-lock.json)
 into ``node_modules/``; this extension copies them into ``_build/html/vendor/`` and checks that
 ``mathjax_path`` and ``nb_ipywidgets_js`` (set in _config.yml) point there and not to the network.
 
@@ -40,6 +41,10 @@ ASSETS: list[tuple[str, str, tuple[str, ...]]] = [
         "html-manager",
         ("*.map", "embed.js", "libembed-amd.js"),
     ),
+    # anywidget's front-end (an AMD module on @jupyter-widgets/base): the widget manager loads
+    # it through require.js (widgets-offline.js maps "anywidget" here) for the attention views;
+    # each view's own code travels in its widget state
+    ("anywidget/dist/index.js", "anywidget/index.js", ()),
     # tex-mml-chtml.js loads its fonts and any TeX extension it needs from its own folder.
     ("mathjax/es5", "mathjax", ()),
 ]
@@ -48,7 +53,7 @@ ASSETS: list[tuple[str, str, tuple[str, ...]]] = [
 OWN_FILES = ["widgets-offline.js"]
 
 MISSING_HELP = (
-    "the book site serves require.js, the widget manager and MathJax itself, from npm packages "
+    "the book site serves require.js, the widget manager, anywidget and MathJax itself, from npm packages "
     "that are not installed ({missing}). Run `npm ci` in the repository root (`make book` does "
     "it; it needs Node.js and npm)."
 )

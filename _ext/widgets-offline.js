@@ -6,8 +6,13 @@
   // The widget manager finds its icon fonts next to the URL require.js gives its modules: point
   // require.js (a global `require` object before require.js loads is its configuration) at
   // the manager's folder, not at the page's folder.
+  // The manager asks require.js for every other widget module before it tries a CDN: the
+  // attention views' module, anywidget, is one of the site's own files.
   window.require = {
-    paths: { "@jupyter-widgets/html-manager/dist": vendor + "html-manager" },
+    paths: {
+      "@jupyter-widgets/html-manager/dist": vendor + "html-manager",
+      anywidget: vendor + "anywidget/index",
+    },
   };
   window.__jupyter_widgets_assets_path__ = vendor + "html-manager/";
   // ipywidgets typesets a label or HTML widget with MathJax 2's MathJax.Hub.Queue whenever

@@ -33,6 +33,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 MATH = re.compile(r"\$\$|\$[^$\s][^$\n]*\$|\\\(|\\\[|\\begin\{")
 EXPLORER_TEXT = re.compile(r"^\w+Explorer\(.*\)$")
+VIEW_TEXT = re.compile(r"^(TokenView|GridView)\(.*\)$")  # transformer_core.viz.views
 NODE_STAMP = REPO / "node_modules" / ".installed"
 
 
@@ -81,6 +82,7 @@ def page_facts(docname: str) -> dict:
         "figures": bool(re.search(r"!\[[^\]]*\]\(|<img ", markdown)),
         "widgets": 0,
         "explorers": [],
+        "views": [],
     }
     for cell in nb["cells"]:
         for out in cell.get("outputs", []):
@@ -92,6 +94,8 @@ def page_facts(docname: str) -> dict:
                 text = _text(data.get("text/plain", ""))
                 if EXPLORER_TEXT.match(text):
                     facts["explorers"].append(text)
+                if VIEW_TEXT.match(text):
+                    facts["views"].append(text)
     return facts
 
 
@@ -142,6 +146,34 @@ def test_explorers_are_committed_in_static_mode(path: Path):
         f"{path.name} holds explorers in live mode: {live}. Execute it with the explorers in "
         'static mode: make execute NB="' + str(path.relative_to(REPO)) + '" (see CONTRIBUTING.md)'
     )
+
+
+#: a 2-layer x 4-head x 64-token view may take this much of a notebook (issue 15's budget); a
+#: larger view proportionally more
+VIEW_BUDGET = 200_000
+VIEW_BUDGET_WEIGHTS = 2 * 4 * 64 * 64
+
+
+@pytest.mark.parametrize("path", widget_notebooks(), ids=lambda p: p.stem)
+def test_attention_views_are_small_and_carry_their_attention(path: Path):
+    """Each TokenView / GridView saved in a chapter holds its weights and keeps to its budget."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    state = nb["metadata"].get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    views = {mid: text for mid, text in _widget_outputs(nb) if VIEW_TEXT.match(text)}
+    for model_id, text in views.items():
+        model = state[model_id]
+        assert model["model_module"] == "anywidget", f"{path.name}: {text} is not an anywidget"
+        parts = model["state"]["parts"]
+        assert parts and all(p["data"] for p in parts), f"{path.name}: {text} holds no weights"
+        weights = sum(p["layers"] * p["heads"] * p["queries"] * p["keys"] for p in parts)
+        budget = VIEW_BUDGET * max(1.0, weights / VIEW_BUDGET_WEIGHTS)
+        size = len(json.dumps(model).encode())
+        layout = model["state"].get("layout", "").removeprefix("IPY_MODEL_")
+        size += len(json.dumps(state.get(layout, {})).encode())
+        assert size <= budget, (
+            f"{path.name}: {text} takes {size / 1000:.0f} kB of the notebook, more than its "
+            f"{budget / 1000:.0f} kB: view fewer layers or a shorter text"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,7 +268,12 @@ def test_site_has_every_page_logo_favicon_and_offline_assets(site: Path):
     assert (site / "index.html").is_file()
     first = (site / f"{toc_pages()[0]}.html").read_text(encoding="utf-8")
     assert "logo.svg" in first and 'rel="icon"' in first
-    for asset in ("require.js", "html-manager/embed-amd.js", "mathjax/tex-mml-chtml.js"):
+    for asset in (
+        "require.js",
+        "html-manager/embed-amd.js",
+        "anywidget/index.js",
+        "mathjax/tex-mml-chtml.js",
+    ):
         assert (site / "vendor" / asset).is_file(), f"vendor/{asset} is missing"
     for docname in toc_pages():
         html = (site / f"{docname}.html").read_text(encoding="utf-8")
@@ -294,6 +331,64 @@ def _change(kind: str, control) -> None:
     else:  # a slider handle: one step with the keyboard
         control.focus()
         control.press("ArrowRight")
+
+
+def _check_token_view(page, view, name: str) -> None:
+    """Hover a query, then a key: the view writes that token's row / column with its numbers."""
+    for side, index in (("query", 1), ("key", 0)):
+        token = view.locator(f".av-{side}").nth(index)
+        token.scroll_into_view_if_needed()
+        token.hover()
+        detail = view.locator(".av-detail").first
+        page.wait_for_function(
+            "([d, want]) => d.textContent.startsWith(want)",
+            arg=[detail.element_handle(), f"{side} {index} "],
+            timeout=10_000,
+        )
+        text = detail.inner_text()
+        assert re.search(r"head \d+: .*\d\.\d\d", text), f"{name}: no weights shown: {text!r}"
+    # a layer change redraws the lines: the view's layer and its status follow
+    layer = view.locator("select.av-layer")
+    if layer.locator("option").count() > 1:
+        layer.select_option(index=1)
+        page.wait_for_function("v => v.dataset.layer === '1'", arg=view.element_handle())
+        assert " · layer " in view.locator(".av-status").first.inner_text()
+
+
+def _check_grid_view(page, view, name: str) -> None:
+    """Hover a head's thumbnail for query, key and weight; a click opens the head large."""
+    thumb = view.locator(".av-cell canvas").nth(0)
+    thumb.scroll_into_view_if_needed()
+    box = thumb.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.7)
+    status = view.locator(".av-status").first
+    page.wait_for_function(
+        "s => /query \\d+ .*→ key \\d+ .*: \\d\\.\\d+$/.test(s.textContent)",
+        arg=status.element_handle(),
+        timeout=10_000,
+    )
+    view.locator(".av-cell").nth(1).click()
+    view.locator(".av-zoom .av-big").wait_for(timeout=10_000)
+    assert view.locator(".av-zoom .av-query").count() > 0, f"{name}: the opened head has no tokens"
+
+
+def _check_views(page, article, views: list[str], docname: str) -> None:
+    """Every TokenView and GridView of the page renders from the page alone and answers the mouse."""
+    page.wait_for_function(
+        "n => document.querySelectorAll('article .attention-view').length >= n",
+        arg=len(views),
+        timeout=30_000,
+    )
+    rendered = article.locator(".attention-view")
+    assert rendered.count() == len(views), f"views in the notebook: {views}, rendered: {rendered.count()}"
+    for i, text in enumerate(views):
+        view = rendered.nth(i)
+        kind = view.get_attribute("data-view")
+        assert kind == ("grid" if text.startswith("GridView") else "token"), (i, kind, text)
+        if kind == "grid":
+            _check_grid_view(page, view, f"{docname}: {text}")
+        else:
+            _check_token_view(page, view, f"{docname}: {text}")
 
 
 def _check_explorer(page, subarea, name: str) -> None:
@@ -371,5 +466,7 @@ def test_page(docname: str, site_url, page_and_watch):
                 )
                 subarea.scroll_into_view_if_needed()
                 _check_explorer(page, subarea, f"{docname}: {text}")
+            if facts["views"]:
+                _check_views(page, article, facts["views"], docname)
 
         watch.assert_clean()
