@@ -1,4 +1,5 @@
-"""The attention explorer, live in JupyterLab: run the notebook, change layer, head and query.
+"""The attention explorer and the attention views, live in JupyterLab: run the notebook, then
+change the explorer's layer, head and query, and hover and switch the views.
 
 Starts a throwaway JupyterLab from this Python environment (free port, fixed token, its own
 config, settings and workspaces folders, autosave off, no news or update checks) on a
@@ -7,6 +8,10 @@ temporary copy of the notebooks, opens a notebook with an AttentionExplorer, run
 controls: each time the marker text above the heatmap must change to the new choice, and the
 heatmap image with it. Every request that leaves this machine is blocked and counted; console
 errors fail the test. Screenshots of a failing run go to test-artifacts/.
+
+Then the notebook's TokenView and GridView (anywidget), drawn by this kernel: hovering a token
+writes its row of weights, a layer or head change in the view redraws it and reaches the kernel
+(the change is read back from Python); hovering a grid thumbnail names query, key and weight.
 
 The notebooks: tests/data/attention_explorer_lab.ipynb (a tiny untrained GPT) and chapter 10,
 which trains its models and then opens explorers on them.
@@ -211,6 +216,67 @@ def _choose(page, output, label: str, index: int, expect: str) -> None:
     )
 
 
+VIEW = ".jp-OutputArea-output .attention-view"
+
+
+def _kernel_eval(page, code: str) -> str:
+    """Run `code` in the notebook's kernel (not in a cell) and return what it printed."""
+    return page.evaluate(
+        """async (code) => {
+            const kernel = jupyterapp.shell.currentWidget.sessionContext.session.kernel;
+            let text = "";
+            const future = kernel.requestExecute({ code, store_history: false, silent: false });
+            future.onIOPub = (msg) => {
+                if (msg.header.msg_type === "stream") text += msg.content.text;
+            };
+            await future.done;
+            return text;
+        }""",
+        code,
+    )
+
+
+def _check_live_views(page) -> None:
+    """The views this kernel drew: hover, a layer and a head change, the kernel told of both."""
+    views = page.locator(VIEW)
+    assert views.count() >= 1, "the notebook shows no TokenView or GridView"
+    token = page.locator(f"{VIEW}.av-token-view").first
+    token.scroll_into_view_if_needed()
+    token.locator(".av-query").nth(2).hover()
+    page.wait_for_function(
+        "v => v.querySelector('.av-detail').textContent.startsWith('query 2 ')",
+        arg=token.element_handle(),
+        timeout=10_000,
+    )
+    assert "head 0:" in token.locator(".av-detail").inner_text()
+    if token.locator("select.av-layer option").count() > 1:
+        token.locator("select.av-layer").select_option(index=1)
+        page.wait_for_function("v => v.dataset.layer === '1'", arg=token.element_handle())
+    token.locator(".av-head[data-head='0']").dblclick()  # only head 0
+    page.wait_for_function("v => v.dataset.heads === '0'", arg=token.element_handle())
+    # the kernel's side of the widget followed the reader's clicks
+    found = _kernel_eval(
+        page,
+        "from transformer_core.viz import TokenView as _TV\n"
+        "from ipywidgets.widgets.widget import _instances as _wi\n"
+        "print([(v.layer, v.heads) for v in list(_wi.values()) if isinstance(v, _TV)])",
+    )
+    want_layer = 1 if token.locator("select.av-layer option").count() > 1 else 0
+    assert f"({want_layer}, [0])" in found, f"the kernel's TokenView did not follow: {found!r}"
+    grids = page.locator(f"{VIEW}.av-grid-view")
+    if grids.count():
+        grid = grids.first
+        grid.scroll_into_view_if_needed()
+        thumb = grid.locator(".av-cell canvas").first
+        box = thumb.bounding_box()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.8)
+        page.wait_for_function(
+            "v => /→ key \\d+ .*: \\d\\.\\d+$/.test(v.querySelector('.av-status').textContent)",
+            arg=grid.element_handle(),
+            timeout=10_000,
+        )
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_attention_explorer_live_in_jupyterlab(notebook: Path, lab: Lab, browser):
     lab.delete_sessions()
@@ -274,6 +340,8 @@ def test_attention_explorer_live_in_jupyterlab(notebook: Path, lab: Lab, browser
             _choose(page, output, "query", 5, f"query {query_pos} ")
             final = output.locator(".tc-marker").inner_text()
             assert final.startswith(f"{layer_label} · head 1 · query {query_pos} "), final
+
+            _check_live_views(page)
 
             watch.assert_clean()
     finally:
