@@ -22,6 +22,53 @@ def to_numpy(x: Any, name: str = "array") -> np.ndarray:
     return arr.astype(np.float64)
 
 
+def attention_stack(attn: Any, batch_index: int | None, what: str = "attn") -> np.ndarray:
+    """Attention in any accepted layout -> a float (layers, heads, queries, keys) array, not empty.
+
+    Accepted: (layers, heads, queries, keys); (layers, batch, heads, queries, keys) with
+    ``batch_index`` choosing the sequence (needed unless the batch holds one); (heads, queries,
+    keys) as one layer; or a list with one (heads, queries, keys) array per layer.
+    """
+    if isinstance(attn, (list, tuple)):
+        if not attn:
+            raise ValueError(f"{what}: no layers (an empty list)")
+        try:
+            w = np.stack([to_numpy(a, what) for a in attn])
+        except ValueError as err:
+            raise ValueError(f"{what}: the layers' weights differ in shape ({err})") from None
+    else:
+        w = to_numpy(attn, what)
+    if w.ndim == 5:
+        n_batch = w.shape[1]
+        if batch_index is None:
+            if n_batch != 1:
+                raise ValueError(
+                    f"{what} of shape {tuple(w.shape)} holds a batch of {n_batch} sequences; pass "
+                    "batch_index=i to choose which one to show"
+                )
+            batch_index = 0
+        if not -n_batch <= batch_index < n_batch:
+            raise ValueError(f"batch_index={batch_index} is out of range for a batch of {n_batch}")
+        w = w[:, batch_index]
+    elif batch_index is not None:
+        raise ValueError(
+            f"batch_index is for weights shaped (layers, batch, heads, queries, keys); {what} "
+            f"has shape {tuple(w.shape)}"
+        )
+    elif w.ndim == 3:
+        w = w[None]  # one layer
+    if w.ndim != 4:
+        raise ValueError(
+            f"{what} must be shaped (layers, heads, queries, keys), (layers, batch, heads, "
+            f"queries, keys) or (heads, queries, keys); got shape {tuple(w.shape)}"
+        )
+    if w.size == 0:
+        raise ValueError(f"{what} is empty (shape {tuple(w.shape)})")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{what} contains NaN or infinite values")
+    return w
+
+
 def as_tokens(tokens: Any, name: str = "tokens") -> list[str]:
     """Tokens as a list of strings: a string counts as its characters, ids become ``str(id)``."""
     if isinstance(tokens, str):

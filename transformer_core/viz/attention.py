@@ -18,12 +18,11 @@ from ._common import (
     Mode,
     _token_repr,
     new_figure,
-    to_numpy,
     token_label,
 )
 from ._explorer import FigureExplorer
+from ._inputs import attention_stack, run_for_attention
 from ._inputs import encode_input as _encode_input
-from ._inputs import run_for_attention
 from .heatmap import (
     _check_query_index,
     _draw_heatmap,
@@ -43,40 +42,7 @@ HeadChoice = int | str  # a head index, "mean" or "max"
 
 def _normalize_attn(attn: Any, batch_index: int | None) -> np.ndarray:
     """Any accepted attention layout -> float array (layers, heads, queries, keys)."""
-    if isinstance(attn, (list, tuple)):
-        if not attn:
-            raise ValueError("attn is empty")
-        w = np.stack([to_numpy(a, "attn") for a in attn])
-    else:
-        w = to_numpy(attn, "attn")
-    if batch_index is not None and w.ndim != 5:
-        raise ValueError(
-            f"batch_index is for attn shaped (layers, batch, heads, queries, keys); got {w.shape}"
-        )
-    if w.ndim == 5:
-        n_batch = w.shape[1]
-        if batch_index is None:
-            if n_batch != 1:
-                raise ValueError(
-                    f"attn of shape {w.shape} holds a batch of {n_batch} sequences; pass "
-                    "batch_index=i to choose which one to explore"
-                )
-            batch_index = 0
-        if not -n_batch <= batch_index < n_batch:
-            raise ValueError(f"batch_index={batch_index} is out of range for a batch of {n_batch}")
-        w = w[:, batch_index]
-    elif w.ndim == 3:
-        w = w[None]  # one layer
-    elif w.ndim != 4:
-        raise ValueError(
-            "attn must be shaped (layers, heads, queries, keys), (layers, batch, heads, queries, "
-            f"keys) or (heads, queries, keys); got shape {tuple(w.shape)}"
-        )
-    if w.size == 0:
-        raise ValueError(f"attn is empty (shape {w.shape})")
-    if not np.isfinite(w).all():
-        raise ValueError("attn contains NaN or infinite values")
-    return w
+    return attention_stack(attn, batch_index, "attn")
 
 
 class AttentionExplorer(FigureExplorer):

@@ -48,7 +48,7 @@ import anywidget
 import numpy as np
 import traitlets
 
-from ._inputs import as_tokens, to_numpy
+from ._inputs import as_tokens, attention_stack
 
 _HERE = Path(__file__).resolve().parent
 
@@ -116,45 +116,9 @@ class AttentionPart:
 
 def _as_weights(attn: Any, batch_index: int | None, what: str) -> np.ndarray:
     """One part's weights -> float (layers, heads, queries, keys), checked."""
-    if isinstance(attn, (list, tuple)):
-        if not attn:
-            raise ValueError(f"{what}: no layers (an empty list)")
-        try:
-            w = np.stack([to_numpy(a, what) for a in attn])
-        except ValueError as err:
-            raise ValueError(f"{what}: the layers' weights differ in shape ({err})") from None
-    else:
-        w = to_numpy(attn, what)
+    w = attention_stack(attn, batch_index, what)
     if w.dtype == bool:
         raise ValueError(f"{what} must hold attention weights (numbers), not booleans")
-    if w.ndim == 5:
-        n_batch = w.shape[1]
-        if batch_index is None:
-            if n_batch != 1:
-                raise ValueError(
-                    f"{what} of shape {tuple(w.shape)} holds a batch of {n_batch} sequences; pass "
-                    "batch_index=i to choose which one to view"
-                )
-            batch_index = 0
-        if not -n_batch <= batch_index < n_batch:
-            raise ValueError(f"batch_index={batch_index} is out of range for a batch of {n_batch}")
-        w = w[:, batch_index]
-    elif batch_index is not None:
-        raise ValueError(
-            f"batch_index is for weights shaped (layers, batch, heads, queries, keys); {what} "
-            f"has shape {tuple(w.shape)}"
-        )
-    elif w.ndim == 3:
-        w = w[None]
-    if w.ndim != 4:
-        raise ValueError(
-            f"{what} must be shaped (layers, heads, queries, keys), (layers, batch, heads, "
-            f"queries, keys) or (heads, queries, keys); got shape {tuple(w.shape)}"
-        )
-    if w.size == 0:
-        raise ValueError(f"{what} is empty (shape {tuple(w.shape)})")
-    if not np.isfinite(w).all():
-        raise ValueError(f"{what} contains NaN or infinite values")
     lo, hi = float(w.min()), float(w.max())
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(
