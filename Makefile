@@ -63,7 +63,7 @@ PYTEST_OK := [ $$? -eq 5 ]
 NODE_STAMP := node_modules/.installed
 
 .PHONY: help venv install install-book lock lab lint check-pairing check-toc test test-notebooks \
-	test-strict execute toc book clean clean-venv
+	test-strict execute toc book student student-book clean clean-venv
 
 help: ## list the targets
 	@echo "Attention Zero To One"
@@ -199,6 +199,17 @@ book: install $(NODE_STAMP) toc ## build the static site strictly (warnings are 
 	@echo "The book is built; it works offline. Open it in a browser:"
 	@echo "  file://$(CURDIR)/_build/html/index.html"
 	@echo "or serve it: $(BIN)/python -m http.server -d _build/html 8000  ->  http://localhost:8000"
+
+# --- teaching ---------------------------------------------------------------------------------
+
+STUDENT_DIR := _build/student
+
+student: install-book ## the student edition into _build/student: the chapters without solutions or answers, and the student site's source
+	@$(BIN)/python scripts/student_edition.py --out $(STUDENT_DIR)
+
+student-book: student $(NODE_STAMP) ## build the student site (no Solutions part) into _build/student/_build/html
+	$(BIN)/jupyter-book build --all -W -n --keep-going $(STUDENT_DIR)
+	@echo "The student site: file://$(CURDIR)/$(STUDENT_DIR)/_build/html/index.html"
 
 # --- cleaning ---------------------------------------------------------------------------------
 
