@@ -63,7 +63,7 @@ PYTEST_OK := [ $$? -eq 5 ]
 NODE_STAMP := node_modules/.installed
 
 .PHONY: help venv install install-book lock lab lint check-pairing check-toc test test-notebooks \
-	test-strict execute toc book student student-book clean clean-venv
+	test-strict execute toc book student student-book grade clean clean-venv
 
 help: ## list the targets
 	@echo "Attention Zero To One"
@@ -210,6 +210,11 @@ student: install-book ## the student edition into _build/student: the chapters w
 student-book: student $(NODE_STAMP) ## build the student site (no Solutions part) into _build/student/_build/html
 	$(BIN)/jupyter-book build --all -W -n --keep-going $(STUDENT_DIR)
 	@echo "The student site: file://$(CURDIR)/$(STUDENT_DIR)/_build/html/index.html"
+
+GRADE_TIMEOUT ?= 600
+grade: install-book ## grade a class: make grade SUBMISSIONS=dir (one folder per student) -> grades.csv
+	@[ -n "$(SUBMISSIONS)" ] || { echo 'usage: make grade SUBMISSIONS=dir [GRADES=grades.csv] [GRADE_TIMEOUT=600]' >&2; exit 1; }
+	@$(BIN)/python scripts/grade.py "$(SUBMISSIONS)" --out "$(or $(GRADES),grades.csv)" --timeout $(GRADE_TIMEOUT)
 
 # --- cleaning ---------------------------------------------------------------------------------
 
