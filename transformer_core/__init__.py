@@ -21,6 +21,7 @@ module                    what it holds                                      cha
 ``schedules``             warm-up + cosine and the paper's schedule          07
 ``sampling``              greedy, temperature, top-k, top-p                  08
 ``transformer``           the paper's encoder-decoder, beam search           09
+``t5``                    a T5-style encoder-decoder, Hugging Face's T5      -
 ``translation``           English -> Tolan: the translation task, checker    09
 ``interpret``             head scores: previous-token, induction, entropy    10
 ``distributed``           data-parallel training under torchrun              12
@@ -69,6 +70,7 @@ from .positional import (
 )
 from .sampling import sample_next_token
 from .story_model import load_story_model
+from .t5 import T5, T5Config
 from .transformer import (
     Transformer,
     TransformerAttention,
@@ -84,6 +86,8 @@ __all__ = [
     "Transformer",
     "TransformerConfig",
     "TransformerAttention",
+    "T5",
+    "T5Config",
     "MultiHeadAttention",
     "KVCache",
     "causal_mask",

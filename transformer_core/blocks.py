@@ -82,15 +82,16 @@ class Block(nn.Module):
 
     def forward(self, x: Tensor, memory: Tensor | None = None, key_padding_mask: Tensor | None = None,
                 memory_key_padding_mask: Tensor | None = None, cache: KVCache | None = None,
-                need_weights: bool = False) -> tuple[Tensor, ...]:
+                need_weights: bool = False, attn_mask: Tensor | None = None) -> tuple[Tensor, ...]:
         """``x`` ``(B, T, D)`` attends to itself (``key_padding_mask`` ``(B, T)``, True = padding) and,
-        with cross-attention, to ``memory`` ``(B, S, D)`` (``memory_key_padding_mask`` ``(B, S)``)."""
+        with cross-attention, to ``memory`` ``(B, S, D)`` (``memory_key_padding_mask`` ``(B, S)``).
+        ``attn_mask`` goes to the self-attention (T5's relative position bias, a float mask)."""
         if (memory is None) != (self.cross_attn is None):
             raise ValueError("a block with cross_attn needs memory=..., and only such a block takes it")
 
         def attend(h: Tensor) -> tuple[Tensor, Tensor | None]:
-            return self.attn(h, key_padding_mask=key_padding_mask, is_causal=self.causal, cache=cache,
-                             need_weights=need_weights)
+            return self.attn(h, attn_mask=attn_mask, key_padding_mask=key_padding_mask, is_causal=self.causal,
+                             cache=cache, need_weights=need_weights)
 
         def attend_memory(h: Tensor) -> tuple[Tensor, Tensor | None]:
             return self.cross_attn(h, context=memory, key_padding_mask=memory_key_padding_mask,

@@ -144,6 +144,14 @@ class Transformer(SavesToFile, nn.Module):
         if c.share_embeddings:
             self.out_proj.weight = self.tgt_emb.weight
 
+    @classmethod
+    def from_hf_t5(cls, model_or_state_dict, config=None):
+        """A Hugging Face ``T5ForConditionalGeneration`` as a :class:`~transformer_core.t5.T5` (its own
+        class: relative position bias, RMSNorm, no scaling): :meth:`T5.from_hf_t5 <transformer_core.t5.T5.from_hf_t5>`."""
+        from .t5 import T5
+
+        return T5.from_hf_t5(model_or_state_dict, config)
+
     def reset_parameters(self) -> None:
         """Glorot-uniform matrices; embeddings N(0, 1/d_model), so that after the √d_model scale
         they have unit size like the positional encodings they are added to."""

@@ -1,0 +1,167 @@
+"""The T5-style encoder-decoder against Hugging Face's T5ForConditionalGeneration (random init, nothing downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _optional import require_module
+
+from transformer_core import T5, Transformer
+from transformer_core.t5 import relative_position_bucket
+
+transformers = require_module("transformers", "the T5 parity tests need Hugging Face transformers")
+
+VOCAB = 61
+
+
+def make_hf(seed=0, **overrides):
+    config = transformers.T5Config(
+        **{
+            "vocab_size": VOCAB,
+            "d_model": 32,
+            "d_kv": 8,
+            "d_ff": 64,
+            "num_layers": 2,
+            "num_decoder_layers": 2,
+            "num_heads": 4,
+            "relative_attention_num_buckets": 8,
+            "relative_attention_max_distance": 16,
+            "dropout_rate": 0.0,
+            "decoder_start_token_id": 0,
+            **overrides,
+        }
+    )
+    torch.manual_seed(seed)
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():  # weights of a size at which a wrong mapping shows (HF's init is tiny)
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+            elif "relative_attention_bias" in name:
+                p.normal_(std=1.0)
+            elif (
+                "shared" in name
+            ):  # small: else the residual stream keeps the input token, which wins
+                p.normal_(std=0.3)
+            elif p.dim() == 2:
+                p.normal_(std=p.shape[1] ** -0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return make_hf()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(
+        2, VOCAB, (3, 20), generator=g
+    )  # 20 > max_distance: the far buckets are used
+    src[0, 13:] = 0  # padding (T5's pad id 0)
+    src[2, 17:] = 0
+    tgt = torch.randint(2, VOCAB, (3, 18), generator=g)
+    tgt[:, 0] = 0  # the decoder starts with the pad token
+    return src, tgt
+
+
+def hf_greedy(hf, src):
+    with torch.no_grad():
+        return hf.generate(
+            input_ids=src,
+            attention_mask=(src != 0).long(),
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=15,
+        )
+
+
+def hf_logits(hf, src, tgt):
+    with torch.no_grad():
+        return hf(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt).logits
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_logits_match_hf(batch, dtype):
+    hf = make_hf().to(dtype)
+    ours = Transformer.from_hf_t5(hf).eval()
+    assert isinstance(ours, T5) and ours.lm_head.weight.dtype == dtype
+    src, tgt = batch
+    expected = hf_logits(hf, src, tgt)
+    with torch.no_grad():
+        logits = ours(src, tgt)
+    assert expected.abs().max() > 1
+    assert (logits - expected).abs().max() < 1e-5
+
+
+def test_untied_head_and_state_dict(hf_model, batch):
+    hf = make_hf(seed=3, tie_word_embeddings=False)
+    src, tgt = batch
+    ours = T5.from_hf_t5(hf.state_dict(), config=hf.config).eval()
+    with torch.no_grad():
+        assert (ours(src, tgt) - hf_logits(hf, src, tgt)).abs().max() < 1e-5
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
+    with pytest.raises(ValueError, match="needs config"):
+        T5.from_hf_t5(hf.state_dict())
+
+
+def test_greedy_generation_matches_hf(hf_model, batch):
+    src, _ = batch
+    ours = T5.from_hf_t5(hf_model)
+    expected = hf_greedy(hf_model, src)
+    assert len(set(expected[:, 1:].flatten().tolist())) > 3  # not one token over and over
+    for use_cache in (True, False):
+        assert torch.equal(ours.generate(src, max_new_tokens=15, use_cache=use_cache), expected)
+
+
+def test_relative_bias_is_bidirectional_in_the_encoder_and_causal_in_the_decoder(hf_model):
+    ours = T5.from_hf_t5(hf_model)
+    rel = torch.arange(-20, 21)
+    both = relative_position_bucket(rel, True, 8, 16)
+    causal = relative_position_bucket(rel, False, 8, 16)
+    assert torch.equal(both[20 + 3] != both[20 - 3], torch.tensor(True))  # left and right differ
+    assert (both[21:] >= 4).all() and (both[:20] < 4).all() and both[20] == 0
+    assert (causal[20:] == 0).all() and (causal[:20] > 0).all()  # the future shares bucket 0
+    assert both.max() < 8 and causal.max() < 8
+    enc, dec = ours.encoder_bias.buckets(6, 6), ours.decoder_bias.buckets(6, 6)
+    assert torch.equal(enc, enc.T) is False and torch.equal(dec.triu(1), torch.zeros_like(dec))
+    assert torch.equal(
+        ours.decoder_bias.buckets(1, 6), dec[-1:]
+    )  # a cached step: the last query row
+    # the decoder never attends to the future
+    src = torch.randint(2, VOCAB, (1, 5))
+    memory, pad = ours.encode(src)
+    h = ours.decoder[0].ln_1(ours.shared(torch.randint(2, VOCAB, (1, 6))))
+    _, w = ours.decoder[0].attn(
+        h, attn_mask=ours.decoder_bias(6, 6), is_causal=True, need_weights=True
+    )
+    assert torch.equal(w.triu(1), torch.zeros_like(w))
+
+
+def test_bad_input_gets_a_clear_error(hf_model):
+    ours = T5.from_hf_t5(hf_model)
+    good = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        ours(torch.full((2, 4), VOCAB), good)
+    with pytest.raises(ValueError, match="shape"):
+        ours(torch.ones(4, dtype=torch.long), good)
+    with pytest.raises(TypeError, match="integers"):
+        ours(good.float(), good)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        ours(good, good[:1])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        ours.generate(good, max_new_tokens=0)
+    with pytest.raises(ValueError, match="feed_forward_proj"):
+        T5.from_hf_t5(make_hf(feed_forward_proj="gated-gelu"))
+
+
+def test_greedy_generation_stops_at_eos_like_hf(hf_model, batch):
+    """Rows that reach EOS are padded after it; generation stops when every row has ended."""
+    src, _ = batch
+    free = T5.from_hf_t5(hf_model).generate(src, max_new_tokens=15)
+    eos = int(free[0, -1])  # a token the greedy rows end with: make it the end of sequence
+    hf = make_hf(eos_token_id=eos)
+    expected = hf_greedy(hf, src)
+    assert (expected == eos).any() and expected.shape[1] < free.shape[1]  # stopped early
+    assert torch.equal(T5.from_hf_t5(hf).generate(src, max_new_tokens=15), expected)
