@@ -122,10 +122,16 @@ lock: $(BIN)/python ## re-resolve requirements-lock.txt from pyproject.toml (LOC
 
 # --- reading ----------------------------------------------------------------------------------
 
+# The reader's JupyterLab (scripts/lab/): the file browser hides the chapters' .md twins
+# (NN_topic.md; jupytext still pairs them on save) and the first start asks nothing about news.
+# The user's own Jupyter settings still apply on top.
+LAB_CONFIG := --config=scripts/lab/jupyter_server_config.json \
+	--LabApp.app_settings_dir="$(CURDIR)/scripts/lab/settings"
+
 lab: install-book ## open the book in JupyterLab
 	@start=$$([ -f $(FIRST_PAGE) ] && echo $(FIRST_PAGE) || echo chapters); \
 	echo "==> JupyterLab on $$start (Ctrl-C twice to stop)"; \
-	exec $(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS) "$$start"
+	exec $(BIN)/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_CONFIG) $(LAB_ARGS) "$$start"
 
 # --- testing ----------------------------------------------------------------------------------
 
