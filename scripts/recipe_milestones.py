@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
+from attention_book.grammar import grammatical_share
 from transformer_core import GPT, GPTConfig
 from transformer_core.data import load_corpus, train_val_split
-from transformer_core.evaluation import grammatical_share, nats_per_char, sample_stories, text_loss
+from transformer_core.evaluation import nats_per_char, sample_stories, text_loss
 from transformer_core.tokenizers import ByteBPETokenizer, CharTokenizer
 from transformer_core.training import TrainConfig, Trainer
 

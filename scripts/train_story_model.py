@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
+from attention_book.grammar import generate_corpus, grammatical_share
 from transformer_core import GPT, GPTConfig, save_model
 from transformer_core.data import load_corpus
-from transformer_core.evaluation import grammatical_share, nats_per_char, sample_stories, text_loss
-from transformer_core.grammar import generate_corpus
+from transformer_core.evaluation import nats_per_char, sample_stories, text_loss
 from transformer_core.story_model import STORY_MODEL_PATH
 from transformer_core.tokenizers import ByteBPETokenizer
 from transformer_core.training import TrainConfig, Trainer

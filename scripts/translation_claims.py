@@ -38,9 +38,9 @@ import sacrebleu
 import torch
 import torch.nn.functional as F
 
+from attention_book.translation import TranslationVocab, generate_pairs
 from transformer_core import Transformer, TransformerConfig
 from transformer_core.schedules import noam_schedule
-from transformer_core.translation import TranslationVocab, generate_pairs
 
 OUT = Path(__file__).resolve().parent.parent / "chapters" / "data" / "09_claims.csv"
 

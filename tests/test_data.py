@@ -1,4 +1,4 @@
-"""Tests for transformer_core.data and transformer_core.grammar: the corpus, batches, synthetic tasks."""
+"""Tests for transformer_core.data and attention_book.grammar: the corpus, batches, synthetic tasks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
-from transformer_core import grammar
+from attention_book import grammar
+from attention_book.grammar import (
+    STORY_GRAMMAR,
+    Grammar,
+    generate_corpus,
+    generate_sentence,
+    grammatical_fraction,
+    is_grammatical,
+    split_sentences,
+    tokenize_sentence,
+)
 from transformer_core.data import (
     CORPUS_PATH,
     SYNTHETIC_TASKS,
@@ -26,16 +36,6 @@ from transformer_core.data import (
     reverse_task,
     sort_task,
     train_val_split,
-)
-from transformer_core.grammar import (
-    STORY_GRAMMAR,
-    Grammar,
-    generate_corpus,
-    generate_sentence,
-    grammatical_fraction,
-    is_grammatical,
-    split_sentences,
-    tokenize_sentence,
 )
 
 CORPUS = load_corpus()

@@ -8,15 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from attention_book.grammar import generate_corpus, grammatical_share
 from transformer_core import GPT, GPTConfig
 from transformer_core.evaluation import (
-    grammatical_share,
     nats_per_char,
     sample_stories,
     text_loss,
     wilson_interval,
 )
-from transformer_core.grammar import generate_corpus
 from transformer_core.tokenizers import CharTokenizer
 
 

@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from transformer_core import data, floor, grammar
-from transformer_core.grammar import STORY_GRAMMAR, render
+from attention_book import floor, grammar
+from attention_book.grammar import STORY_GRAMMAR, render
+from transformer_core import data
 from transformer_core.tokenizers import ByteBPETokenizer, CharTokenizer
 from transformer_core.viz import plot_history
 
@@ -178,7 +179,7 @@ def test_plot_history_draws_the_floor():
 def test_committed_floor_matches_fresh_stories():
     # FLOOR_NATS_PER_STORY came from 50,000 stories (seed 7); 1,500 fresh ones (another seed) must
     # agree within their combined noise (4 standard errors: a failure means the constant is stale)
-    from transformer_core.floor import FLOOR_NATS_PER_STORY, FLOOR_NATS_PER_STORY_SE
+    from attention_book.floor import FLOOR_NATS_PER_STORY, FLOOR_NATS_PER_STORY_SE
 
     est = floor.corpus_floor(1500, seed=23)
     noise = math.hypot(est.se, FLOOR_NATS_PER_STORY_SE)
@@ -187,7 +188,7 @@ def test_committed_floor_matches_fresh_stories():
 
 
 def test_floor_per_token_and_per_char():
-    from transformer_core.floor import FLOOR_NATS_PER_STORY, chars_per_story, floor_per_token
+    from attention_book.floor import FLOOR_NATS_PER_STORY, chars_per_story, floor_per_token
 
     per_char = floor_per_token()
     assert per_char == pytest.approx(FLOOR_NATS_PER_STORY / chars_per_story())

@@ -58,6 +58,9 @@ def test_the_book_package_is_outside_the_library():
     assert library["tool"]["setuptools"]["packages"]["find"]["include"] == ["transformer_core*"]
     assert book["tool"]["setuptools"]["packages"]["find"]["include"] == ["attention_book*"]
     assert (BOOK / "attention_book" / "exercises" / "_checker.py").is_file()
+    # the story corpus's ground truth (its grammar, entropy floor, translation task) is the book's
+    for module in ("grammar", "floor", "translation"):
+        assert not (LIBRARY / f"{module}.py").exists() and (BOOK / "attention_book" / f"{module}.py").is_file()
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attention_book.floor import floor_per_token
+from attention_book.grammar import generate_corpus, grammatical_share
 from transformer_core import GPT
-from transformer_core.evaluation import grammatical_share, nats_per_char, sample_stories, text_loss
-from transformer_core.floor import floor_per_token
-from transformer_core.grammar import generate_corpus
+from transformer_core.evaluation import nats_per_char, sample_stories, text_loss
 from transformer_core.story_model import STORY_MODEL_PATH, load_story_model
 from transformer_core.tokenizers import ByteBPETokenizer
 

@@ -1,4 +1,4 @@
-"""The translation task (transformer_core.translation): English of the story grammar into Tolan.
+"""The translation task (attention_book.translation): English of the story grammar into Tolan.
 
 Every generated pair is valid, the checker rejects a wrong word order and a wrong agreement (and
 says which), the generator is deterministic by seed, the held-out split holds, and the shared
@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 import torch
 
-from transformer_core.grammar import STORY_GRAMMAR, is_grammatical, render, tokenize_sentence
-from transformer_core.translation import (
+from attention_book.grammar import STORY_GRAMMAR, is_grammatical, render, tokenize_sentence
+from attention_book.translation import (
     NOUNS,
     Pair,
     TranslationVocab,

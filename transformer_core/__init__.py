@@ -11,18 +11,16 @@ module                    what it holds                                      cha
 ``layers``, ``blocks``    feed-forward, LayerNorm/RMSNorm, one block from    04
                           its parts (pre/post-norm, cross-attention), stacks
 ``gpt``                   the GPT model, GPT-2 weights                       05
-``grammar``, ``data``     the story corpus, its grammar, batches, tasks      06
+``data``                  the story corpus, a reader's text, batches, tasks  06
 ``tokenizers``            character, word, synthetic-task and byte-level     06
                           BPE tokenizers, one loader for every kind
-``floor``                 the corpus's entropy: the lowest loss possible     06
 ``training``              the training loop, optimiser groups, checkpoints   07
-``evaluation``            text loss per token/character, grammatical share   07
+``evaluation``            text loss per token/character, sampled stories     07
 ``story_model``           the book's trained story GPT, committed weights    07, 08
 ``schedules``             warm-up + cosine and the paper's schedule          07
 ``sampling``              greedy, temperature, top-k, top-p                  08
 ``transformer``           the paper's encoder-decoder, beam search           09
 ``t5``                    a T5-style encoder-decoder, Hugging Face's T5      -
-``translation``           English -> Tolan: the translation task, checker    09
 ``interpret``             head scores: previous-token, induction, entropy    10
 ``distributed``           data-parallel training under torchrun              12
 ``checkpoint``            one model file format (also inside training        07
@@ -39,9 +37,10 @@ module                    what it holds                                      cha
                           (optional: needs matplotlib and ipywidgets)
 ========================  =================================================  =======
 
-The book's own code, the exercises' checks and the chapters' small figures, is a package of its
-own, ``attention_book`` (in the repository's ``book/`` folder): it imports transformer_core, never
-the other way round.
+The book's own code is a package of its own, ``attention_book`` (in the repository's ``book/``
+folder): the story grammar that wrote the corpus and its parser (``grammar``), the corpus's entropy
+floor (``floor``), the English -> Tolan translation task (``translation``), the exercises' checks and
+the chapters' small figures. It imports transformer_core, never the other way round.
 """
 
 from .attention import KVCache, MultiHeadAttention, causal_mask, scaled_dot_product_attention
@@ -50,14 +49,6 @@ from .checkpoint import load_model, save_model
 from .efficient_attention import LinearAttention, SlidingWindowAttention
 from .encoder_only import BERT, BERTConfig
 from .flash_attention import flash_attention
-from .floor import (
-    FloorEstimate,
-    corpus_floor,
-    derivation_entropy,
-    hero_entropy,
-    story_log_prob,
-    window_reach,
-)
 from .gpt import GPT, GPTConfig
 from .layers import FeedForward, RMSNorm
 from .memory import enable_activation_checkpointing
@@ -117,10 +108,4 @@ __all__ = [
     "MoEGPT",
     "MoEGPTConfig",
     "enable_activation_checkpointing",
-    "FloorEstimate",
-    "corpus_floor",
-    "derivation_entropy",
-    "hero_entropy",
-    "story_log_prob",
-    "window_reach",
 ]

@@ -24,9 +24,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .grammar import CORPUS_PATH
 from .tokenizers import SYNTHETIC_VOCAB, SyntheticVocab
 from .validation import check_int
+
+# The corpus ships with the package; the grammar that wrote it is the book's
+# (``attention_book.grammar``: ``python -m attention_book.grammar`` regenerates it).
+CORPUS_PATH = Path(__file__).resolve().parent / "assets" / "tiny_stories.txt"
 
 __all__ = [
     "CORPUS_PATH",
@@ -51,14 +54,13 @@ __all__ = [
 def load_corpus() -> str:
     """The book's tiny story corpus, as one string (about 450 KB, 2,800 stories, 29 characters).
 
-    Stories are one line each, separated by a blank line. The text comes from the grammar in
-    :mod:`transformer_core.grammar`, so :func:`transformer_core.grammar.grammatical_fraction` can
-    score what a model trained on it writes.
+    Stories are one line each, separated by a blank line. The text comes from the book's story
+    grammar (``attention_book.grammar``), which can also score what a model trained on it writes.
     """
     if not CORPUS_PATH.is_file():
         raise FileNotFoundError(
             f"the tiny corpus is missing at {CORPUS_PATH}; it ships with the package as package "
-            "data. Regenerate it with `python -m transformer_core.grammar`, or reinstall the package."
+            "data. Reinstall the package (the book's `python -m attention_book.grammar` regenerates it)."
         )
     return CORPUS_PATH.read_text(encoding="utf-8")
 

@@ -1,34 +1,27 @@
-"""How well has a language model learned the story corpus? Its loss, and the grammar's verdict.
-
-Two measurements the book uses wherever it judges a trained model:
+"""How well has a language model learned its text? Its loss, measured so that it can be compared.
 
 * :func:`text_loss`: the model's mean loss over a whole text, in nats per token (and, with
-  :func:`nats_per_char`, per character, the unit in which models with different tokenizers and the
-  corpus's entropy floor of :mod:`transformer_core.floor` can be compared). Every token is scored
-  exactly once, and every token after the first window sees at least half a window of context: a
-  random window's first tokens see almost nothing and would make the loss look worse than the model
-  is (the sliding-window evaluation of language-model papers).
-* :func:`grammatical_share`: which share of the complete sentences a model writes the story grammar
-  accepts, with a 95% interval (Wilson's), so that "A writes more grammatical text than B" can be
-  checked against the noise of a few hundred sentences. :func:`sample_stories` writes the samples.
+  :func:`nats_per_char`, per character, the unit in which models with different tokenizers and a
+  corpus's entropy floor -- the book's ``attention_book.floor`` computes the story corpus's -- can be
+  compared). Every token is scored exactly once, and every token after the first window sees at
+  least half a window of context: a random window's first tokens see almost nothing and would make
+  the loss look worse than the model is (the sliding-window evaluation of language-model papers).
+* :func:`sample_stories` writes texts begun where a story begins; the book's
+  ``attention_book.grammar.grammatical_share`` scores them against the story grammar, with a 95%
+  interval from :func:`wilson_interval`.
 
 What a reader should notice: a share without its interval and a loss without the floor it could
-reach say little; both come together here.
+reach say little.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .grammar import is_grammatical, split_sentences
-
 __all__ = [
-    "Share",
-    "grammatical_share",
     "nats_per_char",
     "sample_stories",
     "text_loss",
@@ -53,40 +46,6 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-@dataclass(frozen=True)
-class Share:
-    """``k`` of ``n`` sentences were grammatical; ``low``-``high`` is the 95% interval of the share."""
-
-    k: int
-    n: int
-    low: float
-    high: float
-
-    @property
-    def value(self) -> float:
-        return self.k / self.n if self.n else 0.0
-
-    def __str__(self) -> str:
-        return f"{self.value:.1%} of {self.n} sentences (95% interval {self.low:.1%}-{self.high:.1%})"
-
-
-def grammatical_share(texts: str | list[str]) -> Share:
-    """The share of complete sentences in ``texts`` that the story grammar accepts, with its interval.
-
-    Each text is cut with :func:`transformer_core.grammar.split_sentences`: the unfinished fragment
-    after the last "." is dropped. Start each text at the start of a story.
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a str or a list of str (the samples a model wrote)")
-    sentences = [s for t in texts for s in split_sentences(t)]
-    if not sentences:
-        raise ValueError("the texts hold no complete sentence (none ends with '.'): sample longer texts")
-    k = sum(map(is_grammatical, sentences))
-    return Share(k, len(sentences), *wilson_interval(k, len(sentences)))
-
-
 @torch.no_grad()
 def sample_stories(
     model: nn.Module,
@@ -100,7 +59,7 @@ def sample_stories(
     """``n`` texts written by ``model``, each begun where a story begins (after the blank line).
 
     ``sampling`` goes to ``model.generate`` (``temperature``, ``top_k``, ``top_p``, ``greedy``). The
-    same seed gives the same texts. Score them with :func:`grammatical_share`.
+    same seed gives the same texts. Score them with ``attention_book.grammar.grammatical_share``.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")

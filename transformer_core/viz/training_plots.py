@@ -25,7 +25,7 @@ def plot_history(history: Sequence[dict], ax=None, log_y: bool = False, floor: f
 
     Without ``ax`` a new ``matplotlib.figure.Figure`` is made directly (not through pyplot), so
     nothing is left open in pyplot's list of figures. ``floor`` (in the history's loss units, e.g.
-    nats per token from ``transformer_core.floor``) adds a dashed line: no model can go below it.
+    nats per token from the book's ``attention_book.floor``) adds a dashed line: no model can go below it.
     """
     from matplotlib.figure import Figure
 
@@ -68,7 +68,7 @@ class LiveLossPlot:
     Args:
         every: redraw every ``every`` records (and whenever a validation loss arrives).
         path: optional file to write the PNG to at every redraw.
-        floor: the lowest loss any model can reach (see ``transformer_core.floor``), drawn dashed.
+        floor: the lowest loss any model can reach (see the book's ``attention_book.floor``), drawn dashed.
     """
 
     def __init__(self, every: int = 1, path: str | os.PathLike | None = None, log_y: bool = False,

@@ -74,6 +74,38 @@ function decodePart(p) {
   };
 }
 
+// Several heads at once: each head's lines are shifted a few pixels up or down (the same shift at
+// both ends, so a head's lines run parallel to the other heads'), in the order the heads are
+// listed. Lines of different heads between the same two tokens then lie side by side, as bertviz
+// draws its heads in bands, instead of the last head's colour covering the others. Returns one
+// shift in px per shown head; a single head is not shifted.
+function headOffsets(count, row = ROW) {
+  if (count <= 1) return [0];
+  const step = Math.min(3, (row - 6) / (count - 1));
+  return Array.from({ length: count }, (_, i) => (i - (count - 1) / 2) * step);
+}
+
+// The lines the token view draws: one per (head, query, key) with a weight of at least 0.01, from
+// the query's row on the left (x0, y0) to the key's row on the right (x1, y1); with a focus (a
+// token hovered or pinned) only that token's row or column.
+function lineSegments(part, layer, heads, focus, width, row = ROW) {
+  const offsets = headOffsets(heads.length, row);
+  const out = [];
+  heads.forEach((h, slot) => {
+    const dy = offsets[slot];
+    for (let q = 0; q < part.queries; q++) {
+      if (focus && focus.side === "query" && focus.index !== q) continue;
+      for (let k = 0; k < part.keys; k++) {
+        if (focus && focus.side === "key" && focus.index !== k) continue;
+        const v = part.w(layer, h, q, k);
+        if (v < 0.01) continue;
+        out.push({ head: h, q, k, v, x0: 2, y0: (q + 0.5) * row + dy, x1: width - 2, y1: (k + 0.5) * row + dy });
+      }
+    }
+  });
+  return out;
+}
+
 function fmt(part, x) {
   return x.toFixed(part.digits);
 }
@@ -152,7 +184,8 @@ function tokenView(host, part, opts) {
   const n = Math.max(part.queries, part.keys);
   const height = n * ROW;
   const width = 150;
-  const dpr = window.devicePixelRatio || 1;
+  // a long sequence makes a tall canvas: keep its backing store inside what browsers allow
+  const dpr = Math.min(window.devicePixelRatio || 1, 16000 / height);
   canvas.width = Math.round(width * dpr);
   canvas.height = Math.round(height * dpr);
   canvas.style.width = width + "px";
@@ -186,21 +219,21 @@ function tokenView(host, part, opts) {
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
     ctx.lineWidth = f ? 2 : 1.5;
-    for (const h of opts.heads) {
-      ctx.strokeStyle = headColor(h);
-      for (let q = 0; q < part.queries; q++) {
-        if (f && f.side === "query" && f.index !== q) continue;
-        for (let k = 0; k < part.keys; k++) {
-          if (f && f.side === "key" && f.index !== k) continue;
-          const v = part.w(opts.layer, h, q, k);
-          if (v < 0.01) continue;
-          ctx.globalAlpha = f ? Math.min(1, 0.15 + v) : v * 0.7;
-          ctx.beginPath();
-          ctx.moveTo(2, (q + 0.5) * ROW);
-          ctx.lineTo(width - 2, (k + 0.5) * ROW);
-          ctx.stroke();
-        }
-      }
+    // one path per head and level of opacity (32 levels): a long sequence has tens of thousands
+    // of lines, and one stroke() each would make every redraw slow
+    const paths = new Map();
+    for (const s of lineSegments(part, opts.layer, opts.heads, f, width)) {
+      const level = Math.round((f ? Math.min(1, 0.15 + s.v) : s.v * 0.7) * 32);
+      const key = `${s.head}:${level}`;
+      if (!paths.has(key)) paths.set(key, { head: s.head, alpha: level / 32, path: new Path2D() });
+      const p = paths.get(key).path;
+      p.moveTo(s.x0, s.y0);
+      p.lineTo(s.x1, s.y1);
+    }
+    for (const { head, alpha, path } of paths.values()) {  // in the order the heads are drawn
+      ctx.strokeStyle = headColor(head);
+      ctx.globalAlpha = alpha;
+      ctx.stroke(path);
     }
     ctx.globalAlpha = 1;
     // the focused token, and the other side's tokens shaded by weight (the strongest head's colour)
@@ -514,3 +547,5 @@ function render({ model, el: host }) {
 }
 
 export default { render };
+// for the book's tests (Node.js runs these without a page)
+export { decodePart, headOffsets, lineSegments };

@@ -19,7 +19,7 @@ What a reader should notice:
 * the grammar is per *sentence*; coherence across sentences (the same hero, "she" for a girl) comes
   from the story generator, which restricts some word lists while it writes one story.
 
-Regenerate the committed corpus with ``python -m transformer_core.grammar`` (``--check`` only compares).
+Regenerate the committed corpus with ``python -m attention_book.grammar`` (``--check`` only compares).
 """
 
 from __future__ import annotations
@@ -30,8 +30,12 @@ import random
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from transformer_core.data import CORPUS_PATH
+from transformer_core.evaluation import wilson_interval
 
 __all__ = [
     "CORPUS_PATH",
@@ -41,9 +45,11 @@ __all__ = [
     "LEXICON",
     "STORY_GRAMMAR",
     "Grammar",
+    "Share",
     "generate_corpus",
     "generate_sentence",
     "generate_story",
+    "grammatical_share",
     "grammatical_fraction",
     "is_grammatical",
     "render",
@@ -189,7 +195,6 @@ _HEROES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
 VOWELS = frozenset("aeiou")
 CORPUS_SEED = 0
 CORPUS_STORIES = 2800
-CORPUS_PATH = Path(__file__).resolve().parent / "assets" / "tiny_stories.txt"
 
 _NONTERMINAL = re.compile(r"[A-Z][A-Z_]*")
 _WEIGHT = re.compile(r"\{([0-9.]+)\}\s*$")
@@ -588,9 +593,45 @@ def generate_corpus(seed: int = CORPUS_SEED, n_stories: int = CORPUS_STORIES) ->
     return "\n\n".join(generate_story(rng) for _ in range(n_stories)) + "\n"
 
 
+# ------------------------------------------------- the share a model gets right
+@dataclass(frozen=True)
+class Share:
+    """``k`` of ``n`` sentences were grammatical; ``low``-``high`` is the 95% interval of the share."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else 0.0
+
+    def __str__(self) -> str:
+        return f"{self.value:.1%} of {self.n} sentences (95% interval {self.low:.1%}-{self.high:.1%})"
+
+
+def grammatical_share(texts: str | list[str]) -> Share:
+    """The share of complete sentences in ``texts`` that the story grammar accepts, with its interval.
+
+    Each text is cut with :func:`attention_book.grammar.split_sentences`: the unfinished fragment
+    after the last "." is dropped. Start each text at the start of a story.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a str or a list of str (the samples a model wrote)")
+    sentences = [s for t in texts for s in split_sentences(t)]
+    if not sentences:
+        raise ValueError("the texts hold no complete sentence (none ends with '.'): sample longer texts")
+    k = sum(map(is_grammatical, sentences))
+    return Share(k, len(sentences), *wilson_interval(k, len(sentences)))
+
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m transformer_core.grammar",
+        prog="python -m attention_book.grammar",
         description="Generate the tiny story corpus from the grammar (or check the committed copy).",
     )
     parser.add_argument("--seed", type=int, default=CORPUS_SEED)

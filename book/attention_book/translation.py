@@ -2,7 +2,7 @@
 
 The paper is a translation paper. Its data (WMT 2014) takes days of GPU time; this module gives the
 book a translation task of the same kind that a laptop can learn, with a ground truth: every English
-sentence of the story grammar (:mod:`transformer_core.grammar`) has an exact translation into
+sentence of the story grammar (:mod:`attention_book.grammar`) has an exact translation into
 **Tolan**, a second language written here, by a transfer over the sentence's derivation tree.
 
 Tolan differs from English where translation is hard for a model that copies word by word:
@@ -196,7 +196,7 @@ _CHOICES = {nt: ([rhs for rhs, _ in alts], [w for _, w in alts]) for nt, alts in
 
 def sample_tree(rng: random.Random, symbol: str = "SENTENCE") -> Tree:
     """A random derivation tree of the story grammar, with its weights (the distribution of
-    :func:`transformer_core.grammar.generate_sentence`). Randomness comes only from ``rng``."""
+    :func:`attention_book.grammar.generate_sentence`). Randomness comes only from ``rng``."""
     alts, weights = _CHOICES[symbol]
     rhs = rng.choices(alts, weights=weights)[0]
     return symbol, tuple(sample_tree(rng, s) if s in _CHOICES else s for s in rhs)

@@ -2,7 +2,7 @@
 
 A language model's validation loss is a cross-entropy, and a cross-entropy is never below the
 entropy of the text: ``E[-log q(story)] >= E[-log p(story)] = H(story)``. Usually nobody knows ``p``;
-here we do, because :func:`~transformer_core.grammar.generate_story` wrote the corpus. So the floor
+here we do, because :func:`~attention_book.grammar.generate_story` wrote the corpus. So the floor
 can be *computed*.
 
 What a reader should notice:
@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate, pairwise, product
 
-from .data import load_corpus
+from transformer_core.data import load_corpus
+
 from .grammar import _HEROES, LEXICON, STORY_GRAMMAR, VOWELS, generate_story, tokenize_sentence
 
 __all__ = ["FLOOR_NATS_PER_STORY", "FLOOR_NATS_PER_STORY_SE", "FloorEstimate", "chars_per_story",
@@ -39,7 +40,7 @@ __all__ = ["FLOOR_NATS_PER_STORY", "FLOOR_NATS_PER_STORY_SE", "FloorEstimate", "
            "window_reach"]
 
 # The floor, estimated once with many stories so that the chapters need not wait for it:
-# corpus_floor(50_000, seed=7) (``python -m transformer_core.floor`` recomputes it; a test checks it
+# corpus_floor(50_000, seed=7) (``python -m attention_book.floor`` recomputes it; a test checks it
 # against fresh stories). Its standard error is small next to the gaps the book measures.
 FLOOR_NATS_PER_STORY = 48.739
 FLOOR_NATS_PER_STORY_SE = 0.083
@@ -412,7 +413,7 @@ def window_reach(stories: Sequence[str], context: int, tokenizer=None) -> tuple[
     return reached / total, bound
 
 
-def main() -> None:  # python -m transformer_core.floor: recompute FLOOR_NATS_PER_STORY
+def main() -> None:  # python -m attention_book.floor: recompute FLOOR_NATS_PER_STORY
     est = corpus_floor(50_000, seed=7)
     print(f"FLOOR_NATS_PER_STORY = {est.nats_per_story:.3f}\nFLOOR_NATS_PER_STORY_SE = {est.se:.3f}")
     print(f"per character: {est.nats_per_char:.4f} (95% interval {est.char_interval[0]:.4f}-{est.char_interval[1]:.4f})")
