@@ -12,11 +12,14 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _optional import missing
 
 from transformer_core import GPT, GPTConfig, Transformer, TransformerConfig, interpret
 from transformer_core.encoder_only import BERT, BERTConfig
@@ -200,6 +203,19 @@ def test_a_2_layer_4_head_64_token_view_is_within_200_kB(cls):
     assert _saved_notebook_bytes(wide) <= 200_000
 
 
+def test_a_long_view_keeps_to_the_budget_per_weight():
+    """Past 64 tokens the view grows with the weights only: 2 x 4 heads x 128 tokens, four times
+    the weights of the 64-token view, stays within four times its 200 kB (test_book_site.py's
+    rule for committed views); the front-end is the same, so the ratio is below four."""
+    model = _gpt(n_layer=2, n_head=4, context_length=128, vocab=64)
+    ids = torch.randint(0, 50, (128,), generator=torch.Generator().manual_seed(0))
+    long, short = TokenView.from_model(model, ids), TokenView.from_model(model, ids[:64])
+    size, short_size = _saved_notebook_bytes(long), _saved_notebook_bytes(short)
+    print(f"TokenView, 2 layers x 4 heads x 128 tokens: {size / 1000:.1f} kB in the notebook")
+    assert size <= 4 * 200_000
+    assert 2 * short_size < size < 4 * short_size
+
+
 def test_a_large_view_is_refused_with_a_way_out():
     attn = np.full((12, 12, 128, 128), 1 / 128)
     with pytest.raises(ValueError, match=r"2\.4 MB.*max_bytes=1,000,000.*fewer layers"):
@@ -293,3 +309,98 @@ def test_the_site_serves_the_anywidget_front_end_the_lock_installs():
 def test_package_data_ships_the_front_end():
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert '"viz/*.js"' in pyproject and '"viz/*.css"' in pyproject
+
+
+# --------------------------------------------------------------------------------------------------
+# The front-end's own logic, run by Node.js (no page): where the token view draws its lines
+# --------------------------------------------------------------------------------------------------
+
+ROW = 18  # px per token row (views.js)
+
+
+def _run_front_end(tmp_path: Path, script: str, data) -> dict:
+    """Run `script` with views.js's exports as `views` and `data` as `input`; return its JSON."""
+    node = shutil.which("node")
+    if node is None:
+        missing("the front-end's tests need Node.js (node), which make book needs as well")
+    module = tmp_path / "views.mjs"  # an ES module to Node.js by its extension
+    shutil.copyfile(VIZ / "views.js", module)
+    (tmp_path / "input.json").write_text(json.dumps(data), encoding="utf-8")
+    runner = tmp_path / "run.mjs"
+    runner.write_text(
+        f"import * as views from {json.dumps(module.as_uri())};\n"
+        'import { readFileSync } from "node:fs";\n'
+        f"const input = JSON.parse(readFileSync({json.dumps(str(tmp_path / 'input.json'))}, 'utf8'));\n"
+        f"{script}\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run([node, str(runner)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"node failed:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout)
+
+
+def test_lines_of_several_heads_lie_side_by_side_not_on_top(tmp_path: Path):
+    """Three heads with the same weights: each head's lines are shifted by its own few pixels, at
+    both ends alike (parallel, no crossing), so no head's line hides another's; one head alone
+    is not shifted; a hovered query draws only its row, still head by head."""
+    attn = torch.zeros(1, 3, 5, 5)
+    for q in range(5):
+        attn[0, :, q, max(q - 1, 0)] = 0.75  # the previous token, the same in every head
+        attn[0, :, q, q] += 0.25
+    state = TokenView(attn, "abcde").parts[0]
+    got = _run_front_end(
+        tmp_path,
+        """
+        const part = views.decodePart(input.part);
+        console.log(JSON.stringify({
+          all: views.lineSegments(part, 0, [0, 1, 2], null, 150),
+          one: views.lineSegments(part, 0, [1], null, 150),
+          hovered: views.lineSegments(part, 0, [2, 0], { side: "query", index: 3 }, 150),
+          offsets: Object.fromEntries([1, 2, 4, 16].map((n) => [n, views.headOffsets(n)])),
+        }));
+        """,
+        {"part": state},
+    )
+    lines: dict[tuple[int, int], dict[int, dict]] = {}
+    for s in got["all"]:
+        lines.setdefault((s["q"], s["k"]), {})[s["head"]] = s
+    assert len(lines) == 9 and all(len(by_head) == 3 for by_head in lines.values())
+    for (q, k), by_head in lines.items():
+        starts = [by_head[h]["y0"] for h in (0, 1, 2)]
+        ends = [by_head[h]["y1"] for h in (0, 1, 2)]
+        assert starts == sorted(starts) and len(set(starts)) == 3, (q, k, starts)  # in head order
+        assert len({round(e - s, 9) for s, e in zip(starts, ends, strict=True)}) == 1  # parallel
+        assert min(b - a for a, b in zip(starts, starts[1:], strict=False)) >= 2  # apart by more than a hair
+        assert all(abs(y - (q + 0.5) * ROW) < ROW / 2 for y in starts)  # still on the query's row
+        assert all(abs(y - (k + 0.5) * ROW) < ROW / 2 for y in ends)
+    assert {(s["y0"], s["y1"]) for s in got["one"]} == {
+        ((q + 0.5) * ROW, (k + 0.5) * ROW) for q, k in lines
+    }
+    hovered = got["hovered"]
+    assert {s["q"] for s in hovered} == {3} and [s["head"] for s in hovered] == [2, 2, 0, 0]
+    assert {s["y0"] for s in hovered if s["head"] == 2} != {s["y0"] for s in hovered if s["head"] == 0}
+    for n, offsets in got["offsets"].items():
+        assert len(offsets) == int(n) and len(set(offsets)) == int(n)
+        assert abs(sum(offsets)) < 1e-9 and max(offsets) - min(offsets) <= ROW - 6
+
+
+def test_the_front_end_reads_the_weights_python_wrote(tmp_path: Path):
+    """decodePart (views.js) and decode_weights (Python) agree, 8 and 16 bits, on a long view."""
+    attn = _random_attn((1, 2, 100, 100), seed=3)
+    tokens = [f"t{i}" for i in range(100)]
+    parts = [TokenView(attn, tokens, bits=bits).parts[0] for bits in (8, 16)]
+    got = _run_front_end(
+        tmp_path,
+        """
+        const out = input.parts.map((p) => {
+          const part = views.decodePart(p);
+          return [[0, 0, 0], [1, 99, 7], [0, 70, 99]].map(([h, q, k]) => part.w(0, h, q, k));
+        });
+        console.log(JSON.stringify({ out }));
+        """,
+        {"parts": parts},
+    )
+    for part, values in zip(parts, got["out"], strict=True):
+        w = decode_weights(part)
+        want = [w[0, h, q, k] for h, q, k in [(0, 0, 0), (1, 99, 7), (0, 70, 99)]]
+        np.testing.assert_allclose(values, want, atol=1e-6)
