@@ -165,3 +165,44 @@ def test_greedy_generation_stops_at_eos_like_hf(hf_model, batch):
     expected = hf_greedy(hf, src)
     assert (expected == eos).any() and expected.shape[1] < free.shape[1]  # stopped early
     assert torch.equal(T5.from_hf_t5(hf).generate(src, max_new_tokens=15), expected)
+
+
+# ------------------------------------------------------------ span corruption
+def test_span_corruption_hides_the_density_in_spans_and_the_target_restores_them():
+    from transformer_core.t5 import span_corruption
+
+    g = torch.Generator().manual_seed(0)
+    sentinels = list(range(1000, 1020))
+    hidden = total = n_spans = 0
+    for n in range(10, 80):
+        ids = torch.arange(n) + 10
+        inputs, targets = span_corruption(ids, sentinels, generator=g)
+        used = [t for t in inputs.tolist() if t >= 1000]
+        assert used == sentinels[: len(used)] and targets[-1] == sentinels[len(used)]
+        # put the spans back where their sentinels are: the original sequence
+        spans, current = {}, None
+        for t in targets.tolist()[:-1]:
+            if t >= 1000:
+                current = spans.setdefault(t, [])
+            else:
+                current.append(t)
+        rebuilt = [x for t in inputs.tolist() for x in (spans[t] if t >= 1000 else [t])]
+        assert rebuilt == ids.tolist()
+        assert all(spans[s] for s in used) and inputs[0] < 1000  # no empty span; starts with a kept token
+        hidden += n - (len(inputs) - len(used))
+        total += n
+        n_spans += len(used)
+    assert abs(hidden / total - 0.15) < 0.01 and 2.5 < hidden / n_spans < 3.5
+
+
+def test_span_corruption_bad_input():
+    from transformer_core.t5 import span_corruption
+
+    with pytest.raises(ValueError, match="one sequence"):
+        span_corruption(torch.zeros(2, 5, dtype=torch.long), [1, 2])
+    with pytest.raises(ValueError, match="noise_density"):
+        span_corruption(torch.arange(10), [1, 2], noise_density=1.0)
+    with pytest.raises(ValueError, match="mean_span_length"):
+        span_corruption(torch.arange(10), [1, 2], mean_span_length=0.5)
+    with pytest.raises(ValueError, match="sentinels"):
+        span_corruption(torch.arange(100), [1, 2])

@@ -31,7 +31,14 @@ from .blocks import Block, Stack
 from .layers import FeedForward, RMSNorm
 from .validation import Config, check_int, check_model_shape, check_token_ids
 
-__all__ = ["T5Config", "T5", "T5Attention", "RelativePositionBias", "relative_position_bucket"]
+__all__ = [
+    "T5Config",
+    "T5",
+    "T5Attention",
+    "RelativePositionBias",
+    "relative_position_bucket",
+    "span_corruption",
+]
 
 
 @dataclass
@@ -335,3 +342,59 @@ def _convert(sd: Mapping[str, Tensor], model: T5) -> dict[str, Tensor]:
     if left:
         raise ValueError(f"the T5 state dict has weights this T5 has no place for: {left[:5]}")
     return {k: v.detach().contiguous() for k, v in out.items()}
+
+
+# ------------------------------------------------------------ span corruption
+def _random_segmentation(n_items: int, n_segments: int, generator: torch.Generator | None) -> Tensor:
+    """Lengths of ``n_segments`` non-empty segments that add up to ``n_items``, chosen uniformly."""
+    starts = torch.zeros(n_items - 1, dtype=torch.long)
+    starts[: n_segments - 1] = 1
+    starts = starts[torch.randperm(n_items - 1, generator=generator)]
+    segment_of = torch.cat([torch.zeros(1, dtype=torch.long), starts.cumsum(0)])
+    return torch.bincount(segment_of, minlength=n_segments)
+
+
+def span_corruption(
+    ids: Tensor | list[int],
+    sentinels: list[int] | tuple[int, ...],
+    noise_density: float = 0.15,
+    mean_span_length: float = 3.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """T5's pre-training objective on one sequence: ``(inputs, targets)``, both 1-D.
+
+    About ``noise_density`` of the tokens, in spans of ``mean_span_length`` on average, are dropped
+    from the input; each dropped span becomes one sentinel token (``sentinels[0]``, ``sentinels[1]``,
+    ...), and the target lists the spans, each after its sentinel, ending with one more sentinel:
+
+        ids      the  cat  sat  on   the  mat
+        inputs   the  <0>  on   the  <1>
+        targets  <0>  cat  sat  <1>  mat  <2>
+
+    As in T5 (``random_spans_noise_mask``), the number of spans is fixed by the density and the mean
+    length, the cut points are random, and every sequence starts with kept tokens. Append the EOS
+    yourself if the model needs one.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if ids.dim() != 1 or ids.numel() < 2:
+        raise ValueError(f"ids must be one sequence of at least 2 token ids, got shape {tuple(ids.shape)}")
+    if not 0.0 < noise_density < 1.0:
+        raise ValueError(f"noise_density must be in (0, 1), got {noise_density!r}")
+    if not isinstance(mean_span_length, (int, float)) or mean_span_length < 1:
+        raise ValueError(f"mean_span_length must be a number >= 1, got {mean_span_length!r}")
+    n = ids.numel()
+    n_noise = min(max(round(n * noise_density), 1), n - 1)
+    n_spans = min(max(round(n_noise / mean_span_length), 1), n - n_noise)  # each span after kept ones
+    if len(sentinels) < n_spans + 1:
+        raise ValueError(
+            f"a sequence of {n} tokens needs {n_spans + 1} sentinels at this density and span "
+            f"length, got {len(sentinels)}: pass more sentinel ids (T5 reserves 100)"
+        )
+    noise = _random_segmentation(n_noise, n_spans, generator)
+    kept = _random_segmentation(n - n_noise, n_spans, generator)
+    inputs, targets, start = [], [], 0
+    for s, (k, z) in enumerate(zip(kept.tolist(), noise.tolist(), strict=True)):
+        inputs += ids[start : start + k].tolist() + [sentinels[s]]
+        targets += [sentinels[s]] + ids[start + k : start + k + z].tolist()
+        start += k + z
+    return torch.tensor(inputs), torch.tensor(targets + [sentinels[n_spans]])
