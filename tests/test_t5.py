@@ -6,7 +6,7 @@ import pytest
 import torch
 from _optional import require_module
 
-from transformer_core import T5, Transformer
+from transformer_core import T5, T5Config, Transformer
 from transformer_core.t5 import relative_position_bucket
 
 transformers = require_module("transformers", "the T5 parity tests need Hugging Face transformers")
@@ -206,3 +206,21 @@ def test_span_corruption_bad_input():
         span_corruption(torch.arange(10), [1, 2], mean_span_length=0.5)
     with pytest.raises(ValueError, match="sentinels"):
         span_corruption(torch.arange(100), [1, 2])
+
+
+def test_t5_initialisation_folds_the_score_scale_into_the_queries():
+    """No 1/sqrt(head size) in the attention, so the query projection is drawn that much smaller."""
+    torch.manual_seed(0)
+    d, heads, ff = 256, 8, 1024
+    model = T5(T5Config(vocab_size=50, d_model=d, n_head=heads, d_ff=ff, n_encoder_layers=1, n_decoder_layers=1))
+    attn, mlp = model.encoder[0].attn, model.encoder[0].mlp
+    head = d // heads
+    assert attn.q_proj.weight.std().item() == pytest.approx((d * head) ** -0.5, rel=0.05)
+    assert attn.k_proj.weight.std().item() == pytest.approx(d**-0.5, rel=0.05)
+    assert mlp.fc2.weight.std().item() == pytest.approx(ff**-0.5, rel=0.05)
+    assert model.shared.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    # the scores of unit-size inputs come out of order 1, as scaled attention's would
+    x = torch.randn(4, 32, d)
+    q = attn.q_proj(x).view(4, 32, heads, head)
+    k = attn.k_proj(x).view(4, 32, heads, head)
+    assert 0.5 < torch.einsum("bqhd,bkhd->bhqk", q, k).std().item() < 2.0

@@ -9,7 +9,8 @@ Beside the paper's :class:`~transformer_core.Transformer` it differs in four pla
   are bidirectional (a key 3 to the left and one 3 to the right differ); the decoder's are causal
   (every future key falls in bucket 0, and is masked anyway). Near offsets get a bucket each, far
   ones share logarithmically wider buckets up to ``max_distance``;
-* **no 1/√d scaling** inside the attention (T5 folds it into the initialisation of the queries);
+* **no 1/√d scaling** inside the attention (T5 folds it into the initialisation of the queries:
+  :meth:`T5.reset_parameters`);
 * a ReLU feed-forward network and projections without biases; one embedding for source, target and
   output, the decoder's output scaled by ``d_model**-0.5`` before the tied output projection.
 
@@ -191,6 +192,33 @@ class T5(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_weights:
             self.lm_head.weight = self.shared.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """T5's initialisation (Mesh TensorFlow's, as Hugging Face's ``T5PreTrainedModel`` does it).
+
+        Every matrix is drawn with the standard deviation of 1/√(its input width), except the query
+        projection, which also takes the 1/√(head size) the attention no longer applies:
+        N(0, (d_model · head size)^-1/2). Embeddings N(0, 1), norms 1.
+        """
+        c = self.config
+        head = c.d_model // c.n_head
+        nn.init.normal_(self.shared.weight, std=1.0)
+        if not c.tie_weights:
+            nn.init.normal_(self.lm_head.weight, std=1.0)
+        for bias in (self.encoder_bias, self.decoder_bias):
+            nn.init.normal_(bias.emb.weight, std=c.d_model**-0.5)
+        for module in self.modules():
+            if isinstance(module, T5Attention):
+                nn.init.normal_(module.q_proj.weight, std=(c.d_model * head) ** -0.5)
+                for proj in (module.k_proj, module.v_proj, module.out_proj):
+                    nn.init.normal_(proj.weight, std=proj.in_features**-0.5)
+            elif isinstance(module, FeedForward):
+                nn.init.normal_(module.fc1.weight, std=c.d_model**-0.5)
+                nn.init.normal_(module.fc2.weight, std=c.d_ff**-0.5)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """``src`` ``(B, S)`` -> memory ``(B, S, D)`` and its padding ``(B, S)``."""
@@ -372,8 +400,8 @@ def span_corruption(
         targets  <0>  cat  sat  <1>  mat  <2>
 
     As in T5 (``random_spans_noise_mask``), the number of spans is fixed by the density and the mean
-    length, the cut points are random, and every sequence starts with kept tokens. Append the EOS
-    yourself if the model needs one.
+    length, the cut points are random, and kept and dropped runs alternate, starting with kept tokens
+    (so the sequence ends with a dropped span). Append the EOS yourself if the model needs one.
     """
     ids = torch.as_tensor(ids, dtype=torch.long)
     if ids.dim() != 1 or ids.numel() < 2:
