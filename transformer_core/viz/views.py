@@ -10,7 +10,8 @@ front-end module from its own files).
 * :class:`TokenView` (the job of bertviz's head view): the tokens twice, queries on the left and
   keys on the right, a line from each query to each key as strong as its weight; hover or click
   a token for its row (a query) or column (a key) with the numbers; layer and heads chosen in the
-  view, several heads at once in their own colours.
+  view, several heads at once in their own colours (each head's lines a few pixels apart from
+  the others', so that no head's line hides another's).
 * :class:`GridView` (the job of bertviz's model view): every layer x head as a small heatmap,
   hover for query, key and weight, click to open that head large, next to its token view; a head
   score of :mod:`transformer_core.interpret` (entropy, previous-token, induction) colours or
@@ -26,8 +27,9 @@ a mapping of parts (``{"encoder": ..., "decoder": ..., "cross": ...}``, the book
 ``TransformerAttention``); :meth:`TokenView.from_model` for any model of the book (GPT, BERT,
 the encoder-decoder ``Transformer``) and :meth:`TokenView.from_hf` for a Hugging Face output.
 
-Long inputs stay usable: the token view scrolls, the grid's thumbnails shrink each head to a
-fixed size, the large heatmap scrolls. Nothing is cut.
+Long inputs stay usable: the token view scrolls (a redraw keeps the scroll position, a hovered
+token past the first screenful still answers), the grid's thumbnails shrink each head to a fixed
+size, the large heatmap scrolls. Nothing is cut.
 
 Where no widget can be drawn (a notebook viewer, a notebook opened without its widget state) the
 output shows a PNG of the grid instead, made here with numpy and zlib (no matplotlib).
