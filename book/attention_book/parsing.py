@@ -488,7 +488,7 @@ def predict_trees(
     sentences: Sequence[str],
     vocab: ParseVocab,
     src_vocab=None,
-    batch_size: int = 250,
+    batch_size: int = 500,
 ) -> tuple[list[Tree], list[list[str]]]:
     """Parse sentences with a trained encoder-decoder (``transformer_core.Transformer``): greedy
     decoding, then :func:`delinearise` with repair. Returns the trees and the raw token sequences
@@ -498,14 +498,16 @@ def predict_trees(
 
     src_vocab = src_vocab or TranslationVocab.english()
     limit = model.config.context_length
-    trees: list[Tree] = []
-    outputs: list[list[str]] = []
-    for i in range(0, len(sentences), batch_size):
-        chunk = list(sentences[i : i + batch_size])
-        src = src_vocab.encode_batch(chunk)
+    # decode sentences of similar length together (a batch runs until its longest tree is done)
+    order = sorted(range(len(sentences)), key=lambda i: len(tokenize_sentence(sentences[i]) or ()))
+    trees: list = [None] * len(sentences)
+    outputs: list = [None] * len(sentences)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src = src_vocab.encode_batch([sentences[i] for i in chunk])
         max_len = min(limit, 4 * src.shape[1] + 8)  # a tree has about 2.5 tokens per word
-        for sentence, row in zip(chunk, model.greedy_decode(src, max_len=max_len), strict=True):
+        for i, row in zip(chunk, model.greedy_decode(src, max_len=max_len), strict=True):
             tokens = vocab.decode(row)
-            outputs.append(tokens)
-            trees.append(delinearise(tokens, sentence, repair=True))
+            outputs[i] = tokens
+            trees[i] = delinearise(tokens, sentences[i], repair=True)
     return trees, outputs
