@@ -7,6 +7,12 @@
 #                contents check, pytest and every chapter re-run by nbval; rewrites no file
 #   make lock    re-resolve requirements-lock.txt after a change to pyproject.toml
 #   make book    build the static site into _build/html (needs Node.js and npm, see README)
+#   make student the student edition into _build/student: the chapters without solutions or
+#                answers (make student-book builds its site, without the Solutions part)
+#   make grade   grade a class: make grade SUBMISSIONS=dir (one folder per student) -> grades.csv
+#   make nbgrader  a chapter as an nbgrader assignment: make nbgrader CHAPTER=01 (a course
+#                in _build/nbgrader, or NBGRADER_COURSE=dir); make nbgrader-tags rewrites the
+#                chapters' nbgrader cell metadata (NB="chapters/NN_topic.ipynb ..." for some)
 #   make help    every target
 #
 # Variables (make VAR=value ...):
@@ -63,7 +69,7 @@ PYTEST_OK := [ $$? -eq 5 ]
 NODE_STAMP := node_modules/.installed
 
 .PHONY: help venv install install-book lock lab lint check-pairing check-toc test test-notebooks \
-	test-strict execute toc book student student-book grade clean clean-venv
+	test-strict execute toc book student student-book grade nbgrader nbgrader-tags clean clean-venv
 
 help: ## list the targets
 	@echo "Attention Zero To One"
@@ -221,6 +227,17 @@ GRADE_TIMEOUT ?= 600
 grade: install-book ## grade a class: make grade SUBMISSIONS=dir (one folder per student) -> grades.csv
 	@[ -n "$(SUBMISSIONS)" ] || { echo 'usage: make grade SUBMISSIONS=dir [GRADES=grades.csv] [GRADE_TIMEOUT=600]' >&2; exit 1; }
 	@$(BIN)/python scripts/grade.py "$(SUBMISSIONS)" --out "$(or $(GRADES),grades.csv)" --timeout $(GRADE_TIMEOUT)
+
+# nbgrader (the dev extra): the chapters' exercise cells carry its metadata (scripts/nbgrader_metadata.py);
+# scripts/nbgrader_course.py releases a chapter in a course directory with the book's settings
+# (scripts/nbgrader_book_config.py). nbgrader runs `alembic` by name: .venv/bin goes first on PATH.
+NBGRADER_COURSE ?= _build/nbgrader
+nbgrader: install ## a chapter as an nbgrader assignment: make nbgrader CHAPTER=01 [NBGRADER_COURSE=dir] (source/, release/, gradebook.db)
+	@[ -n "$(CHAPTER)" ] || { echo 'usage: make nbgrader CHAPTER=01 [NBGRADER_COURSE=_build/nbgrader]' >&2; exit 1; }
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/nbgrader_course.py "$(CHAPTER)" --course "$(NBGRADER_COURSE)"
+
+nbgrader-tags: install ## write nbgrader's metadata into the chapters' exercise cells, both twins (NB="chapters/NN_topic.ipynb ..." for some)
+	@$(BIN)/python scripts/nbgrader_metadata.py $(NB)
 
 # --- cleaning ---------------------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from pathlib import Path
 CHECK_CELL = re.compile(r"^(?P<module>ch\d+[a-z]?)\.(?P<check>check_\w+)\((?P<args>.*)\)$", re.S)
 STUB_MARK = "raise NotImplementedError"
 CHAPTER_NUMBER = re.compile(r"^(?P<number>\d+[a-z]?)_")
+# What an exercise is worth: make grade's grades.csv and the chapters' nbgrader test cells.
+POINTS = 1
 
 
 def source(cell: dict) -> str:

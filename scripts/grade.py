@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from exercises_layout import chapter_number, exercises, source  # noqa: E402
+from exercises_layout import POINTS, chapter_number, exercises, source  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTERS = REPO / "chapters"
@@ -130,7 +130,7 @@ def grade_one(path: Path, student: str, timeout: int) -> list[dict]:
             "chapter": chapter,
             "exercise": exercise,
             "passed": passed,
-            "points": 1 if passed else 0,
+            "points": POINTS if passed else 0,
             "message": " / ".join(str(message).splitlines()),
         }
 

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 
 class Feedback(Exception):
     """Raised inside a check with a message for the reader: what is wrong and what to look at."""
+
+
+class CheckFailed(AssertionError):
+    """A check that did not pass, raised only under nbgrader (autograde or validate).
+
+    nbgrader gives an autograded test cell its points unless the cell raises (a returned ``False``
+    would count as a pass), and it tells the notebook it is grading by setting
+    ``NBGRADER_EXECUTION``. Everywhere else a check prints its verdict and returns it.
+    """
+
+
+def _verdict(passed: bool, message: str) -> bool:
+    print(message)
+    if not passed and os.environ.get("NBGRADER_EXECUTION"):
+        raise CheckFailed(message) from None
+    return passed
 
 
 def run_check(name: str, body: Callable[[], None]) -> bool:
@@ -15,20 +32,22 @@ def run_check(name: str, body: Callable[[], None]) -> bool:
     ``body`` raises :class:`Feedback` with a hint when the answer is wrong. A ``NotImplementedError``
     from the reader's stub means "not attempted yet"; any other exception is reported with its
     message, since a crash in the reader's code is feedback too.
+
+    Under nbgrader (``NBGRADER_EXECUTION`` set) a check that did not pass raises
+    :class:`CheckFailed` after printing, so that nbgrader gives its test cell no points.
     """
     try:
         body()
     except Feedback as fb:
-        print(f"✗ {name}: {fb}")
-        return False
+        return _verdict(False, f"✗ {name}: {fb}")
     except NotImplementedError:
-        print(f"… {name}: not attempted yet. Replace the `raise NotImplementedError` with your code.")
-        return False
+        return _verdict(
+            False,
+            f"… {name}: not attempted yet. Replace the `raise NotImplementedError` with your code.",
+        )
     except Exception as err:  # the reader's code crashed: show why, briefly
-        print(f"✗ {name}: your code raised {type(err).__name__}: {err}")
-        return False
-    print(f"✓ {name}: correct. Well done!")
-    return True
+        return _verdict(False, f"✗ {name}: your code raised {type(err).__name__}: {err}")
+    return _verdict(True, f"✓ {name}: correct. Well done!")
 
 
 def need_number(value: object, what: str) -> float:
