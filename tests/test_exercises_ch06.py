@@ -408,3 +408,37 @@ def test_token_bytes_mistakes(wrong, message, capsys):
     assert ok is False
     assert out.startswith("✗ token_bytes")
     assert message in out, out
+
+
+# ------------------------------------------------------------------- saturation_vocabulary (experiment)
+def test_saturation_vocabulary_accepts_the_measured_range(capsys):
+    for found in (620, ch06.SATURATION_VOCABULARY[0], ch06.SATURATION_VOCABULARY[1]):
+        ok, out = verdict(ch06.check_saturation_vocabulary, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ saturation_vocabulary")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (512, "is too low"),
+        (803, "is too high"),
+        (None, "forget a `return`"),
+        ("620", "should return a number"),
+    ],
+)
+def test_saturation_vocabulary_explains_a_wrong_answer(answer, message, capsys):
+    ok, out = verdict(ch06.check_saturation_vocabulary, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ saturation_vocabulary")
+    assert message in out, out
+    if answer == 512:
+        assert "held-out half" in out and "602 to 639 tokens" in out
+    if answer == 803:
+        assert "finer step" in out
+
+
+def test_saturation_vocabulary_not_attempted(capsys):
+    ok, out = verdict(ch06.check_saturation_vocabulary, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

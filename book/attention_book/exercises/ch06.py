@@ -12,6 +12,7 @@ exercise                                       check
 2. ``merge_pair(ids, pair, new_id)``           :func:`check_merge_pair`
 3. ``make_batch(data, starts, context_length)``  :func:`check_make_batch`
 4. ``token_bytes(token_id, merges)``           :func:`check_token_bytes`
+5. ``saturation_vocabulary()`` (an experiment)   :func:`check_saturation_vocabulary`
 =============================================  ===================================
 """
 
@@ -28,12 +29,14 @@ from torch import Tensor
 from transformer_core.tokenizers import ByteBPETokenizer, _merge
 
 from ._checker import Feedback, run_check
+from ._measured import check_measured
 
 __all__ = [
     "check_get_pair_counts",
     "check_merge_pair",
     "check_make_batch",
     "check_token_bytes",
+    "check_saturation_vocabulary",
 ]
 
 
@@ -415,3 +418,36 @@ def check_token_bytes(token_bytes: Callable) -> bool:
                 )
 
     return run_check("token_bytes", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): where BPE's compression saturates
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch06`: BPE trained on half of the stories
+# (shuffled by seeds 0, 1, 2), compression measured on the other half; the smallest vocabulary
+# reaching 90% of the saturated tokenizer's bytes per token was 620, 618 and 623. Accepted: that
+# range widened by 16 on each side, the step of a coarse search.
+SATURATION_VOCABULARY = (602, 639)
+
+
+def check_saturation_vocabulary(saturation_vocabulary: Callable[[], object]) -> bool:
+    """The reader's ``saturation_vocabulary()`` returns the vocabulary size they found."""
+    low, high = SATURATION_VOCABULARY
+    return check_measured(
+        "saturation_vocabulary",
+        saturation_vocabulary,
+        low,
+        high,
+        unit=" tokens",
+        too_low=(
+            "At that size the held-out stories are not yet at 90% of the saturated compression. "
+            "Compare with the ratio of *all* the merges on the held-out half (not on the training "
+            "half), and remember that a vocabulary of V tokens is the first V - 256 merges."
+        ),
+        too_high=(
+            "A smaller vocabulary already reaches 90% of the saturated compression: search below "
+            "your answer with a finer step (the ratio grows with every merge, so a bisection works), "
+            "and check that you compare with 0.9 times the saturated ratio, not 0.95."
+        ),
+    )
