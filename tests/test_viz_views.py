@@ -4,7 +4,8 @@ The state a view saves is what the book site and a notebook hold: every part's t
 sides, the weights (8 or 16 bits, within half a step of the model's), interpret's head scores,
 the choices (part, layer, heads); the front-end module and its CSS are the package's files.
 Sizes are measured as a saved notebook holds them. Bad input gets an error that names the fix.
-The browser tests (test_book_site.py, test_lab_browser.py) check that the views react.
+The browser tests (test_book_site.py, test_lab_browser.py, test_notebook_browser.py) check that
+the views react.
 """
 
 from __future__ import annotations
