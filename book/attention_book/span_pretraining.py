@@ -79,16 +79,16 @@ def evaluate(model, kind, src, tgt, sentinels):
     return loss, accuracy
 
 
-def train(kind, seed, tok, train_set, val_batch, steps=STEPS, log=None):
+def train(kind, seed, tok, train_set, val_batch, steps=STEPS, log=None, lr=LR):
     model = build(kind, len(tok.vocab), seed)
     sentinels = sentinel_ids(tok)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     gen = torch.Generator().manual_seed(1000 + seed)
     for step in range(steps):
         rows = torch.randint(len(train_set), (BATCH,), generator=gen).tolist()
         src, tgt = corrupt([train_set[i] for i in rows], sentinels, gen)
         for group in opt.param_groups:
-            group["lr"] = warmup_cosine(step, min(WARMUP, steps), steps, LR, LR / 10)
+            group["lr"] = warmup_cosine(step, min(WARMUP, steps), steps, lr, lr / 10)
         logits = model(src, decoder_input(kind, tgt))
         loss = F.cross_entropy(logits.flatten(0, 1), tgt.flatten(), ignore_index=0)
         opt.zero_grad(set_to_none=True)
