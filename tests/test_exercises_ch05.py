@@ -236,3 +236,29 @@ def test_checks_leave_the_readers_random_state_alone(capsys):
     ch05.check_causal_logits(mcb_right)
     capsys.readouterr()
     assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------ embedding_std (experiment)
+def test_embedding_std_accepts_the_measured_range(capsys):
+    for found in (0.07, ch05.EMBEDDING_STD[0], ch05.EMBEDDING_STD[1]):
+        ok, out = verdict(ch05.check_embedding_std, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ embedding_std")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(0.02, "is too low", "only the embedding redrawn"), (1.0, "is too high", "bisect between")],
+)
+def test_embedding_std_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch05.check_embedding_std, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ embedding_std")
+    assert message in out and hint in out, out
+    assert "0.064 to 0.076" in out
+
+
+def test_embedding_std_not_attempted(capsys):
+    ok, out = verdict(ch05.check_embedding_std, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

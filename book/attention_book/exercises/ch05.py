@@ -19,12 +19,14 @@ from transformer_core.gpt import GPT, GPTConfig
 
 from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
 __all__ = [
     "check_gpt_parameter_count",
     "check_uniform_loss",
     "check_tie_weights",
     "check_causal_logits",
+    "check_embedding_std",
     "gpt_parameter_count",
 ]
 
@@ -268,3 +270,36 @@ def check_causal_logits(max_change_before: Callable[[nn.Module, Tensor, int], fl
                 )
 
     return _check("max_change_before", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): how large may the embedding start?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch05`: the chapter's GPT (2 layers, width 64,
+# the corpus's 29 characters, GPT-2's init, the head tied), only the embedding redrawn from
+# N(0, std), initial_loss on the chapter's random sequences (seed 1); bisection on the std at which
+# the loss is ln V + 1 nat. Model seeds 0, 1, 2 gave 0.0688, 0.0702 and 0.0707. Accepted: that
+# range widened by 0.005 on each side (an answer to two significant digits, a reader's own seed).
+EMBEDDING_STD = (0.064, 0.076)
+
+
+def check_embedding_std(embedding_std: Callable[[], object]) -> bool:
+    """The reader's ``embedding_std()`` returns the std they found."""
+    low, high = EMBEDDING_STD
+    return check_measured(
+        "embedding_std",
+        embedding_std,
+        low,
+        high,
+        too_low=(
+            "At that std the untrained model is still less than a nat worse than ln V. Is your "
+            "loss measured after gpt2_init, with only the embedding redrawn (gpt2_init after the "
+            "redraw would undo it)? And is the target ln V + 1, not a loss of 1?"
+        ),
+        too_high=(
+            "At that std the untrained model is already more than a nat worse than ln V: bisect "
+            "between the last std below one nat and the first above it. Did you redraw the "
+            "position table as well, or compare with ln V in another unit (log2)?"
+        ),
+    )
