@@ -194,3 +194,31 @@ def test_run_checkpointed_mistakes(fn, words, capsys):
     ok, out = verdict(ch16.check_run_checkpointed, fn, capsys)
     assert not ok, out
     assert words in out, out
+
+
+# --------------------------------------------------------------------------- fewest_bits (experiment)
+def test_fewest_bits_accepts_the_measured_answer(capsys):
+    ok, out = verdict(ch16.check_fewest_bits, lambda: 4, capsys)
+    assert ok is True, out
+    assert out.startswith("✓ fewest_bits")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [(3, "is too low"), (8, "is too high"), (None, "forget a `return`")],
+)
+def test_fewest_bits_explains_a_wrong_answer(answer, message, capsys):
+    ok, out = verdict(ch16.check_fewest_bits, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ fewest_bits")
+    assert message in out, out
+    if answer == 3:
+        assert "one bit for the sign" in out and "seeds give 4 bits." in out
+    if answer == 8:
+        assert "one scale per row" in out
+
+
+def test_fewest_bits_not_attempted(capsys):
+    ok, out = verdict(ch16.check_fewest_bits, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out
