@@ -30,6 +30,8 @@ def _chapter_imports() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for md in sorted((ROOT / "chapters").rglob("*.md")):
         for cell in CODE_CELL.findall(md.read_text(encoding="utf-8")):
+            if cell.startswith("---\n"):  # the cell's options as a YAML block (nbgrader's metadata)
+                cell = cell.split("\n---\n", 1)[1]
             lines = [line for line in cell.splitlines() if not line.lstrip().startswith(MAGIC)]
             for node in ast.walk(ast.parse("\n".join(lines))):
                 for name in _imported(node):
