@@ -279,3 +279,29 @@ def test_checks_leave_the_random_state_alone():
     torch.manual_seed(42)
     ch02.check_multi_query_attention(MQABase)
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- exercise 5: an experiment, the steps two heads need to reach 90% ------------------------------
+
+
+def test_steps_to_90_percent_accepts_the_measured_range(capsys):
+    for found in (210, *ch02.STEPS_TO_90_PERCENT):
+        assert ch02.check_steps_to_90_percent(lambda found=found: found) is True
+        verdict(capsys, True, "✓ steps_to_90_percent")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [
+        (50, "is too low", "both answers (one back and two back)"),
+        (300, "is too high", "in steps of 10"),
+    ],
+)
+def test_steps_to_90_percent_explains_a_wrong_answer(capsys, answer, message, hint):
+    assert ch02.check_steps_to_90_percent(lambda: answer) is False
+    verdict(capsys, False, "✗ steps_to_90_percent", message, hint, "170 to 240 steps")
+
+
+def test_steps_to_90_percent_not_attempted(capsys):
+    assert ch02.check_steps_to_90_percent(stub) is False
+    verdict(capsys, False, "not attempted yet")

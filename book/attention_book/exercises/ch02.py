@@ -18,12 +18,14 @@ from transformer_core.attention import MultiHeadAttention, scaled_dot_product_at
 
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
 __all__ = [
     "check_split_heads",
     "check_parameter_count",
     "check_causal_mask",
     "check_multi_query_attention",
+    "check_steps_to_90_percent",
 ]
 
 
@@ -324,3 +326,37 @@ def check_multi_query_attention(cls: Callable[[int, int], nn.Module]) -> bool:
             )
 
     return _check("MultiQueryAttention", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): when do the two heads split the work?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch02`: section 7's two-head model (one layer,
+# width 32, Adam at lr 1e-2, batches of 64), scored every 10 steps on evaluate's 1,000 test
+# sequences; the first step at 90% accuracy was 180, 230 and 210 for seeds 0, 1, 2 (the seed draws
+# the initial weights and the batches). Accepted: that range widened by 10 on each side, the step
+# of the reader's scan.
+STEPS_TO_90_PERCENT = (170, 240)
+
+
+def check_steps_to_90_percent(steps_to_90_percent: Callable[[], object]) -> bool:
+    """The reader's ``steps_to_90_percent()`` returns the number of steps they found."""
+    low, high = STEPS_TO_90_PERCENT
+    return check_measured(
+        "steps_to_90_percent",
+        steps_to_90_percent,
+        low,
+        high,
+        unit=" steps",
+        too_low=(
+            "That many steps do not yet give 90%. Is your accuracy evaluate's: both answers (one "
+            "back and two back) on positions 2 to T-1 of the 1,000 test sequences? The digit one "
+            "back alone passes 90% much sooner, and a training batch is not a test."
+        ),
+        too_high=(
+            "Fewer steps already give 90%: scan below your answer in steps of 10 (a model trained "
+            "for s steps is the longer run's first s steps). Did you train two heads, not one (one "
+            "head stays near 57%), and score positions 2 to T-1 only (0 and 1 have no answer)?"
+        ),
+    )
