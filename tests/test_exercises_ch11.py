@@ -289,3 +289,32 @@ def test_checks_leave_the_readers_random_state_alone():
     ch11.check_rms_norm(rms_right)
     ch11.check_swiglu(swiglu_right)
     assert torch.equal(before, torch.get_rng_state())
+
+
+# -------------------------------------------------------------------- steps_to_catch_up (experiment)
+def test_steps_to_catch_up_accepts_the_measured_range(capsys):
+    for found in (300, ch11.STEPS_TO_CATCH_UP[0], ch11.STEPS_TO_CATCH_UP[1]):
+        ok, out = verdict(ch11.check_steps_to_catch_up, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ steps_to_catch_up")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [
+        (150, "is too low", "val_losses['GPT-2 + rotary'][0]"),
+        (600, "is too high", "first multiple of 25"),
+    ],
+)
+def test_steps_to_catch_up_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch11.check_steps_to_catch_up, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ steps_to_catch_up")
+    assert message in out and hint in out, out
+    assert "250 to 350 steps" in out
+
+
+def test_steps_to_catch_up_not_attempted(capsys):
+    ok, out = verdict(ch11.check_steps_to_catch_up, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out
