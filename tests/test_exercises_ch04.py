@@ -175,3 +175,29 @@ def test_checks_leave_the_readers_random_state_alone(capsys):
     ch04.check_pre_norm_residual(lambda x, norm, sub: x + sub(norm(x)))
     capsys.readouterr()
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- post_norm_breaking_lr (experiment)
+def test_post_norm_breaking_lr_accepts_the_measured_range(capsys):
+    for found in (0.011, *ch04.POST_NORM_BREAKING_LR):
+        ok, out = verdict(ch04.check_post_norm_breaking_lr, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ post_norm_breaking_lr")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(0.005, "is too low", "still learns"), (0.03, "is too high", "step the rate up")],
+)
+def test_post_norm_breaking_lr_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch04.check_post_norm_breaking_lr, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ post_norm_breaking_lr")
+    assert message in out and hint in out, out
+    assert "0.01 to 0.012" in out
+
+
+def test_post_norm_breaking_lr_not_attempted(capsys):
+    ok, out = verdict(ch04.check_post_norm_breaking_lr, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

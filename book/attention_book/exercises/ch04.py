@@ -19,8 +19,15 @@ from transformer_core.blocks import TransformerBlock
 
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
-__all__ = ["check_layer_norm", "check_pre_norm_residual", "check_block_parameters", "block_parameter_count"]
+__all__ = [
+    "check_layer_norm",
+    "check_pre_norm_residual",
+    "check_block_parameters",
+    "check_post_norm_breaking_lr",
+    "block_parameter_count",
+]
 
 
 def _close(a: Tensor, b: Tensor, atol: float = 1e-4, rtol: float = 1e-3) -> bool:
@@ -256,3 +263,39 @@ def check_block_parameters(block_parameters: Callable[[int, int, int], int]) -> 
         raise Feedback(_diagnose(rounded))
 
     return _check("block_parameters", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 4 (an experiment): how fast may post-norm start?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch04`: the chapter's 8-block post-norm StackLM
+# (width 32, PyTorch's default init), 150 updates of 16 windows of 32 characters, Adam (0.9, 0.98),
+# constant rate, no warm-up, no clipping; the first rate on the grid 0.005, 0.006, ... whose final
+# validation loss is within 0.1 nats of the character-frequency loss (2.906) or above it. Seeds 0,
+# 1, 2 (weights and batch order) all gave 0.011 (at 0.010 they end at 2.11, 2.24, 2.28; at 0.011 at
+# 2.90, 2.92, 2.92). Accepted: that widened by the grid step, 0.001, on each side (these runs are
+# chaotic: another CPU's last bits can move the edge by a step).
+POST_NORM_BREAKING_LR = (0.010, 0.012)
+
+
+def check_post_norm_breaking_lr(post_norm_breaking_lr: Callable[[], object]) -> bool:
+    """The reader's ``post_norm_breaking_lr()`` returns the learning rate they found."""
+    low, high = POST_NORM_BREAKING_LR
+    return check_measured(
+        "post_norm_breaking_lr",
+        post_norm_breaking_lr,
+        low,
+        high,
+        too_low=(
+            "At that rate the post-norm stack without warm-up still learns: its validation loss ends "
+            "well below the character-frequency loss (at 0.01 the chapter's runs end near 2.1-2.3). "
+            "Is your criterion 'within 0.1 nats of unigram, or above it', and did you train with "
+            "warmup_steps=0 and grad_clip=None?"
+        ),
+        too_high=(
+            "At that rate the stack has already stopped learning for some time: step the rate up by "
+            "0.001 from 0.011 and stop at the first that fails. Did you train the pre-norm stack by "
+            "mistake, or keep a warm-up or gradient clipping (either lets it learn at higher rates)?"
+        ),
+    )
