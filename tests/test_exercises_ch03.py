@@ -209,3 +209,26 @@ def test_checks_leave_the_random_state_alone():
     torch.manual_seed(42)
     ch03.check_rotate_pairs(make_rotate())
     assert torch.equal(torch.rand(3), expected)
+
+
+# --- exercise 4: an experiment, the steps rotary positions need to learn the rule -----------------
+
+
+def test_rotary_steps_to_learn_accepts_the_measured_range(capsys):
+    for found in (55, *ch03.ROTARY_STEPS_TO_LEARN):
+        assert ch03.check_rotary_steps_to_learn(lambda found=found: found) is True
+        verdict(capsys, True, "✓ rotary_steps_to_learn")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(40, "is too low", "max_steps=s"), (150, "is too high", "sinusoidal one needs far more")],
+)
+def test_rotary_steps_to_learn_explains_a_wrong_answer(capsys, answer, message, hint):
+    assert ch03.check_rotary_steps_to_learn(lambda: answer) is False
+    verdict(capsys, False, "✗ rotary_steps_to_learn", message, hint, "50 to 60 steps")
+
+
+def test_rotary_steps_to_learn_not_attempted(capsys):
+    assert ch03.check_rotary_steps_to_learn(stub) is False
+    verdict(capsys, False, "not attempted yet")

@@ -18,8 +18,14 @@ from transformer_core.positional import apply_rotary, sinusoidal_encoding
 
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
-__all__ = ["check_sinusoidal_pe", "check_rotate_pairs", "check_wavelength"]
+__all__ = [
+    "check_sinusoidal_pe",
+    "check_rotate_pairs",
+    "check_wavelength",
+    "check_rotary_steps_to_learn",
+]
 
 
 def _need_tensor(value: object, what: str) -> Tensor:
@@ -263,3 +269,39 @@ def check_wavelength(wavelength: Callable[[int, int], float]) -> bool:
         )
 
     return _check("wavelength", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 4 (an experiment): how fast is a rule about relative position learned?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch03`: section 9's rotary lag model (2 blocks,
+# width 64, lr 3e-3, warm-up 20, cosine over max_steps, batches of 32 sequences of 32 tokens),
+# trained for 20, 25, 30, ... steps, each a new run; the fewest steps giving 90% right on positions
+# 3-31 of the chapter's test set were 55, 55 and 55 for seeds 0, 1, 2 (the seed draws the initial
+# weights and the batches; at 50 steps the seeds gave 79-83%, at 55 steps 92-97%). Accepted: that
+# widened by 5 on each side, the step of the reader's scan.
+ROTARY_STEPS_TO_LEARN = (50, 60)
+
+
+def check_rotary_steps_to_learn(rotary_steps_to_learn: Callable[[], object]) -> bool:
+    """The reader's ``rotary_steps_to_learn()`` returns the number of steps they found."""
+    low, high = ROTARY_STEPS_TO_LEARN
+    return check_measured(
+        "rotary_steps_to_learn",
+        rotary_steps_to_learn,
+        low,
+        high,
+        unit=" steps",
+        too_low=(
+            "That few steps do not give 90% on positions 3 to 31 (at 50 steps the model is about "
+            "80% right). Is each number of steps a run of its own, lag_model built afresh and "
+            "trained with max_steps=s, and scored by accuracy_by_position on the test sequences, "
+            "not on a training batch?"
+        ),
+        too_high=(
+            "Fewer steps already give 90%: scan below your answer in steps of 5. Is the model the "
+            "rotary one (the sinusoidal one needs far more), and is the accuracy averaged over "
+            "positions 3 to 31 only (positions 0 to 2 have no answer, 32 on were never trained)?"
+        ),
+    )
