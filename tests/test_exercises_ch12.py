@@ -179,3 +179,29 @@ def test_checks_leave_the_random_state_alone():
     state = torch.get_rng_state()
     ch12.check_shard(contiguous)
     assert torch.equal(state, torch.get_rng_state())
+
+
+# ------------------------------------------------------------------------ critical_batch (experiment)
+def test_critical_batch_accepts_the_measured_range(capsys):
+    for found in (4, 8):
+        ok, out = verdict(ch12.check_critical_batch, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ critical_batch")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(2, "is too low", "0.05 nats above the best"), (32, "is too high", "the same 65,536 tokens")],
+)
+def test_critical_batch_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch12.check_critical_batch, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ critical_batch")
+    assert message in out and hint in out, out
+    assert "4 to 8 sequences" in out
+
+
+def test_critical_batch_not_attempted(capsys):
+    ok, out = verdict(ch12.check_critical_batch, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out
