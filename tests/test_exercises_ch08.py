@@ -364,3 +364,31 @@ def test_kv_mistakes(wrong, message, capsys):
     assert ok is False
     assert out.startswith("✗ kv_cache_bytes")
     assert message in out, out
+
+
+# ------------------------------------------------------ hottest_grammatical_temperature (experiment)
+def test_hottest_grammatical_temperature_accepts_the_measured_range(capsys):
+    for found in (1.2, *ch08.HOTTEST_GRAMMATICAL_TEMPERATURE):
+        ok, out = verdict(
+            ch08.check_hottest_grammatical_temperature, lambda found=found: found, capsys
+        )
+        assert ok is True, out
+        assert out.startswith("✓ hottest_grammatical_temperature")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(1.0, "is too low", "keep stepping up"), (1.5, "is too high", "fewer than 95%")],
+)
+def test_hottest_grammatical_temperature_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch08.check_hottest_grammatical_temperature, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ hottest_grammatical_temperature")
+    assert message in out and hint in out, out
+    assert "1.1 to 1.3" in out
+
+
+def test_hottest_grammatical_temperature_not_attempted(capsys):
+    ok, out = verdict(ch08.check_hottest_grammatical_temperature, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

@@ -26,12 +26,14 @@ from torch import Tensor
 from transformer_core.sampling import filter_top_k, filter_top_p
 
 from ._checker import Feedback, need_number, run_check
+from ._measured import check_measured
 
 __all__ = [
     "check_temperature_probs",
     "check_top_k_filter",
     "check_top_p_filter",
     "check_kv_cache_bytes",
+    "check_hottest_grammatical_temperature",
     "kv_cache_bytes",
 ]
 
@@ -394,3 +396,38 @@ def check_kv_cache_bytes(reader_kv_cache_bytes: Callable) -> bool:
             )
 
     return run_check("kv_cache_bytes", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): how hot may the sampler run?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch08`: the story model in float64, the
+# chapter's 128 texts (begun after a blank line, filling the context, 4 batches of 32), the
+# temperatures 1.00, 1.05, 1.10, ...; the last one before the grammatical share first falls below
+# 95%. Sampling seeds 0, 1, 2 gave 1.25, 1.20 and 1.15 (seed 0, the chapter's: 95.0% at 1.25,
+# 93.7% at 1.30). Accepted: that range widened by the grid step, 0.05, on each side.
+HOTTEST_GRAMMATICAL_TEMPERATURE = (1.10, 1.30)
+
+
+def check_hottest_grammatical_temperature(
+    hottest_grammatical_temperature: Callable[[], object],
+) -> bool:
+    """The reader's ``hottest_grammatical_temperature()`` returns the temperature they found."""
+    low, high = HOTTEST_GRAMMATICAL_TEMPERATURE
+    return check_measured(
+        "hottest_grammatical_temperature",
+        hottest_grammatical_temperature,
+        low,
+        high,
+        too_low=(
+            "At that temperature the texts are still well above 95% grammatical: keep stepping up by "
+            "0.05 until the share falls below 95%, and return the temperature before that one. Is "
+            "your share grammatical_share(texts).value (a fraction, 0.95, not 95)?"
+        ),
+        too_high=(
+            "At that temperature fewer than 95% of the sentences are grammatical. Did you return the "
+            "first temperature below 95% instead of the one before it, or sample with top-k or top-p "
+            "as well (a cut tail keeps the grammar at higher temperatures)?"
+        ),
+    )
