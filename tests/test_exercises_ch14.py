@@ -187,3 +187,29 @@ def test_package_answers_match_brute_force():
         for w in range(1, 25):
             assert ch14.window_score_count(T, w) == count_by_mask(T, w)
     assert ch14.receptive_field(32, 4096) == 131_041
+
+
+# -------------------------------------------------------------------------- best_window (experiment)
+def test_best_window_accepts_the_measured_range(capsys):
+    for found in (3, ch14.BEST_WINDOW[0], ch14.BEST_WINDOW[1]):
+        ok, out = verdict(ch14.check_best_window, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ best_window")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(2, "is too low", "not only the powers of two"), (8, "is too high", "not the highest")],
+)
+def test_best_window_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch14.check_best_window, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ best_window")
+    assert message in out and hint in out, out
+    assert "runs of the experiment over three seeds give 3." in out
+
+
+def test_best_window_not_attempted(capsys):
+    ok, out = verdict(ch14.check_best_window, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out
