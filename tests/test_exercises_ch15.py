@@ -231,3 +231,29 @@ def test_reference_parameter_count_matches_the_layer():
         layer = MoEFeedForward(*args)
         assert sum(p.numel() for p in layer.parameters()) == ch15.moe_parameters(*args)[0]
         assert isinstance(layer.router, nn.Linear) and layer.router.bias is None
+
+
+# --------------------------------------------------------------------- capacity_needed (experiment)
+def test_capacity_needed_accepts_the_measured_range(capsys):
+    for found in (1.43, ch15.CAPACITY_NEEDED[0], ch15.CAPACITY_NEEDED[1]):
+        ok, out = verdict(ch15.check_capacity_needed, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ capacity_needed")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(1.0, "is too low", "every MoE layer"), (2.13, "is too high", "without it leans")],
+)
+def test_capacity_needed_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch15.check_capacity_needed, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ capacity_needed")
+    assert message in out and hint in out, out
+    assert "1.18 to 1.64" in out
+
+
+def test_capacity_needed_not_attempted(capsys):
+    ok, out = verdict(ch15.check_capacity_needed, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

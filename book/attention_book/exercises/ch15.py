@@ -21,12 +21,14 @@ from transformer_core.moe import load_balancing_loss, route_top_k
 
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
 __all__ = [
     "check_top_k_gates",
     "check_balance_loss",
     "check_moe_parameters",
     "check_dispatch",
+    "check_capacity_needed",
     "moe_parameters",
 ]
 
@@ -317,3 +319,39 @@ def check_dispatch(dispatch: Callable[[Tensor, Tensor, Tensor, nn.ModuleList], T
                            f"{torch.bincount(index2.flatten(), minlength=E).tolist()}.")
 
     return _check("dispatch", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): how much capacity does the trained router need?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch15`: the chapter's MoE GPT (word tokens,
+# 2 layers, 8 experts of width 64, top-2, balance loss 0.01) trained as the chapter trains it (200
+# steps), then run on its 64 validation sequences (generator seed 5) with the capacity factor of
+# both layers raised from 1.00 in steps of 0.01 until neither drops an assignment. Seeds 0, 1, 2
+# (initial weights and training batches) gave 1.43, 1.59 and 1.23. Accepted: that range widened by
+# 0.05 on each side (a reader's CPU trains a slightly different router). The models trained
+# without the balance loss need 1.71, 2.13 and 1.83.
+CAPACITY_NEEDED = (1.18, 1.64)
+
+
+def check_capacity_needed(capacity_needed: Callable[[], object]) -> bool:
+    """The reader's ``capacity_needed()`` returns the capacity factor they found."""
+    low, high = CAPACITY_NEEDED
+    return check_measured(
+        "capacity_needed",
+        capacity_needed,
+        low,
+        high,
+        too_low=(
+            "At that factor the busiest expert of the trained model still overflows. Did you set "
+            "the factor on every MoE layer (model.moe_layers()), count the drops of both layers "
+            "in model.routing(), and run the whole x_val (64 sequences of 32 tokens) after each "
+            "change?"
+        ),
+        too_high=(
+            "A smaller factor already drops nothing. Step the factor by 0.01, not coarser, and use "
+            "runs['MoE', 0], the model trained with the balance loss: the model without it leans "
+            "harder on its busiest expert and needs more."
+        ),
+    )
