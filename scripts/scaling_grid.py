@@ -1,19 +1,19 @@
-"""Train the grid of GPTs that chapter 12's scaling law is fitted to, and write its table.
+"""Train the grid of GPTs that chapter 12a fits its scaling laws to, and write its table.
 
     python scripts/scaling_grid.py                 # writes chapters/data/12_scaling_grid.csv
     python scripts/scaling_grid.py --jobs 1        # one process instead of two
     python scripts/scaling_grid.py --resume        # go on where a stopped run left off
 
-The grid: six widths of a 2-layer GPT (d_model 16 ... 128, heads of width 16) times three training
-lengths (150, 400 and 1,000 updates of 32 windows of 64 tokens: 0.3M, 0.8M and 2M tokens), 18 runs
-with seed 0 (model init and batch order). ``--repeat-seeds 1 2`` adds the shortest run of every
-width with those seeds, to measure how far a loss moves with the seed alone; the committed table has
-no repeats (they were planned, but the machine the table was made on was too busy to run them in time). Everything else is chapter 07's
-recipe: the byte-level BPE saturated at 803 tokens (every word one token), AdamW at lr 1e-2 with
-warm-up (a tenth of the run, at most 100 updates) and cosine decay to lr/10 at the run's own end,
-clipping at 1. The training text is written fresh by the grammar (as scripts/train_story_model.py
-does): 100,000 stories, about 4M tokens, twice what the longest run reads, so no run repeats its
-data more than random windows do; the validation stories come from another seed.
+The grid: six widths of a 2-layer GPT (d_model 16 ... 128, heads of width 16) times four training
+lengths (150, 400, 1,000 and 2,500 updates of 32 windows of 64 tokens: 0.3M, 0.8M, 2M and 5.1M
+tokens), 24 runs with seed 0 (model init and batch order), and the shortest run of every width again
+with seeds 1 and 2 (``--repeat-seeds``), to measure how far a loss moves with the seed alone: 36 runs.
+The recipe (attention_book.scaling.RECIPE, grid_model_config, grid_train_config) is chapter 07's:
+the byte-level BPE saturated at 803 tokens (every word one token), AdamW at lr 1e-2 with warm-up (a
+tenth of the run, at most 100 updates) and cosine decay to lr/10 at the run's own end, clipping at
+1. The training text is written fresh by the grammar (as scripts/train_story_model.py does):
+100,000 stories, 4.1M tokens; the three shorter budgets read less than half of it (random windows),
+the longest about 1.2 times over; the validation stories come from another seed.
 
 Each row: the model's parameters without the embedding (the token table, tied to the head, and the
 learned position table: Kaplan et al.'s count) and with it, the tokens and characters seen, the
@@ -37,12 +37,14 @@ from pathlib import Path
 import torch
 
 from attention_book.grammar import generate_corpus
-from attention_book.scaling import read_grid
-from transformer_core import GPT, GPTConfig
+from attention_book.scaling import RECIPE, read_grid
+from attention_book.scaling import grid_model_config as model_config
+from attention_book.scaling import grid_train_config as train_config
+from transformer_core import GPT
 from transformer_core.data import load_corpus
 from transformer_core.evaluation import nats_per_char, text_loss
 from transformer_core.tokenizers import ByteBPETokenizer
-from transformer_core.training import TrainConfig, Trainer
+from transformer_core.training import Trainer
 
 OUT = Path(__file__).resolve().parent.parent / "chapters" / "data" / "12_scaling_grid.csv"
 
@@ -50,27 +52,13 @@ TRAIN_SEED = 1  # the stories trained on (scripts/train_story_model.py's)
 VAL_SEED = 2  # held-out stories for the validation loss
 TRAIN_STORIES = 100_000
 VAL_STORIES = 1_000
-RECIPE = dict(bpe_vocab_size=803, n_layer=2, head_width=16, context_length=64, batch_size=32, lr=1e-2)
 WIDTHS = (16, 32, 48, 64, 96, 128)
-STEPS = (150, 400, 1000)
+STEPS = (150, 400, 1000, 2500)
 SEEDS = (0,)  # the whole grid
-REPEAT_SEEDS = ()  # the shortest runs again with these seeds (--repeat-seeds), for the spread across seeds
+REPEAT_SEEDS = (1, 2)  # the shortest runs again with these seeds (--repeat-seeds), for the spread across seeds
 
 FIELDS = ["d_model", "n_layer", "n_params_non_embedding", "n_params_total", "updates", "tokens_seen",
           "chars_seen", "seed", "val_nats_per_char", "wall_seconds", "cpu_seconds"]
-
-
-def model_config(d_model: int, vocab_size: int = RECIPE["bpe_vocab_size"]) -> GPTConfig:
-    """The grid's GPT of width ``d_model``: 2 layers, heads of width 16, context 64, no dropout."""
-    return GPTConfig(vocab_size=vocab_size, context_length=RECIPE["context_length"], n_layer=RECIPE["n_layer"],
-                     n_head=max(1, d_model // RECIPE["head_width"]), d_model=d_model, dropout=0.0)
-
-
-def train_config(updates: int, seed: int) -> TrainConfig:
-    """The grid's training run of ``updates`` updates: chapter 07's recipe, its schedule ending with the run."""
-    return TrainConfig(max_steps=updates, batch_size=RECIPE["batch_size"], lr=RECIPE["lr"],
-                       warmup_steps=min(100, updates // 10), grad_clip=1.0, eval_interval=0,
-                       log_interval=max(1, updates), seed=seed, progress=False)
 
 
 def load_data() -> tuple[ByteBPETokenizer, torch.Tensor, torch.Tensor, float]:

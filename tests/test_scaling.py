@@ -107,3 +107,21 @@ def test_the_committed_grid_is_the_one_the_script_describes():
     expected = {(d, s, seed) for d in script.WIDTHS for s in script.STEPS for seed in script.SEEDS}
     assert len(set(runs)) == len(runs) and expected <= set(runs)
     assert all(s == min(script.STEPS) for _, s, seed in set(runs) - expected)
+
+
+def test_the_recipe_builds_the_grid_models():
+    """attention_book.scaling's recipe (which chapter 12a trains with) gives the grid's parameter counts."""
+    from attention_book.scaling import grid_model_config, grid_train_config
+    from transformer_core import GPT
+
+    for r in read_grid(GRID):
+        if r["updates"] == 150 and r["seed"] == 0:
+            model = GPT(grid_model_config(r["d_model"]))
+            assert model.num_parameters(True) == r["n_params_non_embedding"]
+            assert model.num_parameters() == r["n_params_total"]
+    cfg = grid_train_config(2500, seed=3)
+    assert (cfg.max_steps, cfg.warmup_steps, cfg.seed) == (2500, 100, 3)
+    with pytest.raises(ValueError, match="multiple of the head width"):
+        grid_model_config(40)
+    with pytest.raises(ValueError, match="positive int"):
+        grid_train_config(0, seed=0)

@@ -31,7 +31,33 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ChinchillaFit", "PowerLawFit", "bootstrap_chinchilla", "fit_chinchilla", "fit_power_law", "read_grid"]
+from transformer_core import GPTConfig
+from transformer_core.training import TrainConfig
+
+__all__ = ["RECIPE", "ChinchillaFit", "PowerLawFit", "bootstrap_chinchilla", "fit_chinchilla", "fit_power_law",
+           "grid_model_config", "grid_train_config", "read_grid"]
+
+# The grid's recipe: scripts/scaling_grid.py trains its GPTs with it, chapter 12a one more. Chapter 07's
+# recipe otherwise: the byte-level BPE saturated at 803 tokens, AdamW at lr 1e-2, clipping at 1.
+RECIPE = dict(bpe_vocab_size=803, n_layer=2, head_width=16, context_length=64, batch_size=32, lr=1e-2)
+
+
+def grid_model_config(d_model: int, vocab_size: int = RECIPE["bpe_vocab_size"]) -> GPTConfig:
+    """The grid's GPT of width ``d_model``: 2 layers, heads of width 16, context 64, no dropout."""
+    if not isinstance(d_model, int) or d_model < RECIPE["head_width"] or d_model % RECIPE["head_width"]:
+        raise ValueError(f"d_model must be a positive multiple of the head width {RECIPE['head_width']}, got {d_model!r}")
+    return GPTConfig(vocab_size=vocab_size, context_length=RECIPE["context_length"], n_layer=RECIPE["n_layer"],
+                     n_head=d_model // RECIPE["head_width"], d_model=d_model, dropout=0.0)
+
+
+def grid_train_config(updates: int, seed: int) -> TrainConfig:
+    """The grid's run of ``updates`` updates: warm-up for a tenth of it (at most 100 updates), then
+    cosine decay to lr/10 at the run's own end (as Chinchilla's runs: a schedule per budget)."""
+    if not isinstance(updates, int) or updates < 1:
+        raise ValueError(f"updates must be a positive int, got {updates!r}")
+    return TrainConfig(max_steps=updates, batch_size=RECIPE["batch_size"], lr=RECIPE["lr"],
+                       warmup_steps=min(100, updates // 10), grad_clip=1.0, eval_interval=0,
+                       log_interval=max(1, updates), seed=seed, progress=False)
 
 _INT_FIELDS = ("d_model", "n_layer", "n_params_non_embedding", "n_params_total", "updates", "tokens_seen",
                "chars_seen", "seed")
@@ -111,6 +137,13 @@ class _LogSumExpLaw:
         self.log_x, self.log_l, self.delta = log_x, log_l, delta
         self.weight = torch.ones_like(log_l) if weight is None else weight.to(log_l.dtype)
 
+    def rows(self, idx: torch.Tensor) -> _LogSumExpLaw:
+        """The objective of the parameter rows ``idx`` alone: the same data, or, with one data set
+        per row, those rows' data sets."""
+        if self.log_l.dim() == 1:
+            return self
+        return _LogSumExpLaw(self.log_x[idx], self.log_l[idx], self.delta, self.weight[idx])
+
     def __call__(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``theta`` ``(..., P)`` -> value ``(...)``, gradient ``(..., P)``."""
         m, runs = self.log_x.shape[-2:]
@@ -140,42 +173,46 @@ def _bfgs(objective: _LogSumExpLaw, theta: torch.Tensor, max_iter: int = 300, to
     as one. Returns the end points and their values.
     """
     S, P = theta.shape
+    theta = theta.clone()  # updated in place, row by row
     eye = torch.eye(P, dtype=theta.dtype)
     H = eye.repeat(S, 1, 1)
-    f, g = (t[:, 0] for t in objective(theta[:, None]))  # the objective sees (S, K, P): K = 1 here
+    f, g = (t[:, 0].clone() for t in objective(theta[:, None]))  # the objective sees (S, K, P): K = 1 here
     steps = 2.0 ** -torch.arange(-4, 31, dtype=theta.dtype)  # (K,)
     active = torch.isfinite(f)
     for _ in range(max_iter):
-        p = -(H @ g[:, :, None])[:, :, 0]
-        slope = (g * p).sum(-1)
+        idx = active.nonzero()[:, 0]  # only the rows still going: a converged fit costs nothing more
+        if idx.numel() == 0:
+            break
+        obj = objective.rows(idx)
+        th, fa, ga, Ha = theta[idx], f[idx], g[idx], H[idx]
+        p = -(Ha @ ga[:, :, None])[:, :, 0]
+        slope = (ga * p).sum(-1)
         uphill = slope >= 0  # a stale estimate: start again from steepest descent
         if bool(uphill.any()):
-            H[uphill] = eye
-            p[uphill] = -g[uphill]
-            slope = (g * p).sum(-1)
-        cand = theta[:, None] + steps[None, :, None] * p[:, None]  # (S, K, P)
-        fc, gc = objective(cand)
-        ok = torch.isfinite(fc) & (fc <= f[:, None] + 1e-4 * steps * slope[:, None]) & active[:, None]
+            Ha[uphill] = eye
+            p[uphill] = -ga[uphill]
+            slope = (ga * p).sum(-1)
+        cand = th[:, None] + steps[None, :, None] * p[:, None]  # (S_active, K, P)
+        fc, gc = obj(cand)
+        ok = torch.isfinite(fc) & (fc <= fa[:, None] + 1e-4 * steps * slope[:, None])
         moved = ok.any(-1)
         if not bool(moved.any()):
             break
         k = ok.int().argmax(-1)  # the longest step that is good enough
-        rows = torch.arange(S)
+        rows = torch.arange(len(idx))
         new_theta, new_f, new_g = cand[rows, k], fc[rows, k], gc[rows, k]
-        s_, y = new_theta - theta, new_g - g
+        s_, y = new_theta - th, new_g - ga
         sy = (s_ * y).sum(-1)
         upd = moved & (sy > 1e-20)
         rho = torch.where(upd, 1 / sy.clamp_min(1e-20), 0.0)[:, None, None]
         left = eye - rho * s_[:, :, None] * y[:, None, :]
-        H_new = left @ H @ left.transpose(1, 2) + rho * s_[:, :, None] * s_[:, None, :]
-        H = torch.where(upd[:, None, None], H_new, H)
-        done = moved & ((f - new_f).abs() <= tol * (1 + f.abs()))
-        theta = torch.where(moved[:, None], new_theta, theta)
-        f = torch.where(moved, new_f, f)
-        g = torch.where(moved[:, None], new_g, g)
-        active = active & moved & ~done
-        if not bool(active.any()):
-            break
+        H_new = left @ Ha @ left.transpose(1, 2) + rho * s_[:, :, None] * s_[:, None, :]
+        H[idx] = torch.where(upd[:, None, None], H_new, Ha)
+        done = moved & ((fa - new_f).abs() <= tol * (1 + fa.abs()))
+        theta[idx] = torch.where(moved[:, None], new_theta, th)
+        f[idx] = torch.where(moved, new_f, fa)
+        g[idx] = torch.where(moved[:, None], new_g, ga)
+        active[idx] = moved & ~done
     return theta, f
 
 
