@@ -226,3 +226,29 @@ def test_checks_leave_the_random_state_alone(capsys):
     ch13.check_pseudo_log_likelihood(pll_variant())
     assert torch.equal(torch.rand(3), expected)
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------ right_tokens_needed (experiment)
+def test_right_tokens_needed_accepts_the_measured_range(capsys):
+    for found in (4, *ch13.RIGHT_TOKENS_NEEDED):
+        ok, out = verdict(ch13.check_right_tokens_needed, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ right_tokens_needed")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(1, "is too low", "toks[hole + 1 :][:k]"), (12, "is too high", "not 100% of it")],
+)
+def test_right_tokens_needed_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch13.check_right_tokens_needed, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ right_tokens_needed")
+    assert message in out and hint in out, out
+    assert "3 to 5 tokens" in out
+
+
+def test_right_tokens_needed_not_attempted(capsys):
+    ok, out = verdict(ch13.check_right_tokens_needed, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

@@ -24,12 +24,14 @@ from transformer_core.encoder_only import BERT, IGNORE_INDEX, BERTConfig, mlm_lo
 
 from ._checker import Feedback
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
 __all__ = [
     "check_bert_mask",
     "check_masked_lm_loss",
     "check_pseudo_log_likelihood",
     "pseudo_log_likelihood",
+    "check_right_tokens_needed",
 ]
 
 
@@ -277,3 +279,39 @@ def check_pseudo_log_likelihood(pll: Callable[..., float]) -> bool:
         )
 
     return _check("pseudo_log_likelihood", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 4 (an experiment): how much of the right side does BERT need?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch13`: the chapter's trained BERT (section 5:
+# float64, 600 steps, seed 0) on section 6's held-out holes (one hidden word per sentence of the
+# last 300 stories, 1,340 holes), the story up to the hole, [MASK], then k tokens. The seed draws
+# which word of each sentence is hidden (seed 0: the chapter's cases). The fewest k reaching 90% of
+# the both-sides top-1 share was 4, 4 and 4 for seeds 0, 1, 2 (both sides 34.0%, 33.9%, 35.8%;
+# at k = 3 the seeds reached 86-89% of it, and 100% of it no k up to 8 reaches). Accepted: that
+# widened by 1 on each side, the step of the reader's scan.
+RIGHT_TOKENS_NEEDED = (3, 5)
+
+
+def check_right_tokens_needed(right_tokens_needed: Callable[[], object]) -> bool:
+    """The reader's ``right_tokens_needed()`` returns the number of tokens they found."""
+    low, high = RIGHT_TOKENS_NEEDED
+    return check_measured(
+        "right_tokens_needed",
+        right_tokens_needed,
+        low,
+        high,
+        unit=" tokens",
+        too_low=(
+            "With that few tokens after the hole the top-1 share is still short of 90% of the "
+            "both-sides share. Do your inputs stop k tokens after the [MASK] (toks[hole + 1 :][:k]), "
+            "and is the hole's position in the logits shifted by one for [CLS]?"
+        ),
+        too_high=(
+            "Fewer tokens after the hole already reach 90% of the both-sides top-1 share: try the "
+            "smaller k in turn. Is the target 0.9 times results['BERT, both sides'][0] (the top-1 "
+            "share, not top-5 or grammatical, and not 100% of it)?"
+        ),
+    )
