@@ -352,3 +352,29 @@ def test_checks_leave_the_random_state_alone():
     ch07.check_accumulate_gradients(accumulate_right)
     ch07.check_clip_grad_norm(clip_right)
     assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------------- memorising_step (experiment)
+def test_memorising_step_accepts_the_measured_range(capsys):
+    for found in (24, *ch07.MEMORISING_STEP):
+        ok, out = verdict(ch07.check_memorising_step, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ memorising_step")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(10, "is too low", "still falling"), (80, "is too high", "rising for a while")],
+)
+def test_memorising_step_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch07.check_memorising_step, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ memorising_step")
+    assert message in out and hint in out, out
+    assert "19 to 26" in out
+
+
+def test_memorising_step_not_attempted(capsys):
+    ok, out = verdict(ch07.check_memorising_step, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out

@@ -23,12 +23,14 @@ from transformer_core.training import configure_optimizer
 
 from ._checker import Feedback, need_number
 from ._checker import run_seeded_check as _check
+from ._measured import check_measured
 
 __all__ = [
     "check_warmup_cosine",
     "check_weight_decay_groups",
     "check_accumulate_gradients",
     "check_clip_grad_norm",
+    "check_memorising_step",
 ]
 
 
@@ -411,3 +413,38 @@ def check_clip_grad_norm(clip: Callable[[list, float], object]) -> bool:
                 raise Feedback(f"the gradients are clipped right; return the global norm before clipping, {total:.4g}, not {value:.4g}.")
 
     return _check("clip_grad_norm", body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exercise 5 (an experiment): when does learning turn into memorising?
+# --------------------------------------------------------------------------------------------------
+
+# Measured with `python scripts/experiment_ranges.py ch07`: section 2's loop (GPT 2 layers, width
+# 64, context 64, AdamW lr 2e-3, one fixed batch of 8 windows, 80 steps, one thread), the loss on
+# the 64 validation windows (generator seed 2) after every step; the step with the lowest. Seeds
+# 0, 1, 2 (initial weights; the batch from generator seed 1 + seed; seed 0 is the chapter's run)
+# gave 24, 24 and 21. Accepted: that range widened by 2 steps on each side (near its minimum the
+# validation loss is flat, within about 0.02 nats over five steps, so the last bits of another
+# CPU's arithmetic can move the lowest point by a step or two).
+MEMORISING_STEP = (19, 26)
+
+
+def check_memorising_step(memorising_step: Callable[[], object]) -> bool:
+    """The reader's ``memorising_step()`` returns the step they found."""
+    low, high = MEMORISING_STEP
+    return check_measured(
+        "memorising_step",
+        memorising_step,
+        low,
+        high,
+        too_low=(
+            "At that step the validation loss is still falling. Do you measure it after every step "
+            "(not every 5 or 10) on section 2's validation batch, and return the step of the lowest "
+            "value, not the first step at which it rose once?"
+        ),
+        too_high=(
+            "By that step the validation loss has been rising for a while. Is it measured on the "
+            "validation batch (x_new, y_new), not on the training batch, whose loss falls all the "
+            "way? And did you start from a fresh GPT(cfg) after torch.manual_seed(0)?"
+        ),
+    )
