@@ -302,3 +302,29 @@ def test_checks_leave_the_readers_random_state_alone(capsys):
     ch09.check_cross_attention_mask(mask_right)
     capsys.readouterr()
     assert torch.equal(torch.rand(3), expected)
+
+
+# -------------------------------------------------------------------- half_exact_length (experiment)
+def test_half_exact_length_accepts_the_measured_range(capsys):
+    for found in (13, *ch09.HALF_EXACT_LENGTH):
+        ok, out = verdict(ch09.check_half_exact_length, lambda found=found: found, capsys)
+        assert ok is True, out
+        assert out.startswith("✓ half_exact_length")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(12, "is too low", "still translates most"), (17, "is too high", "step through the lengths")],
+)
+def test_half_exact_length_explains_a_wrong_answer(answer, message, hint, capsys):
+    ok, out = verdict(ch09.check_half_exact_length, lambda: answer, capsys)
+    assert ok is False
+    assert out.startswith("✗ half_exact_length")
+    assert message in out and hint in out, out
+    assert "give 13 tokens" in out
+
+
+def test_half_exact_length_not_attempted(capsys):
+    ok, out = verdict(ch09.check_half_exact_length, stub, capsys)
+    assert ok is False
+    assert "not attempted yet" in out
