@@ -199,3 +199,26 @@ def test_checks_leave_the_readers_random_state_alone():
     ch10.check_previous_token_score(prev_right)
     ch10.check_induction_score(ind_right)
     assert torch.equal(torch.rand(3), before)
+
+
+# --- exercise 6: an experiment, how many heads can go at once ----------------------------------------
+
+
+def test_heads_that_can_go_accepts_the_measured_range(capsys):
+    for found in (7, *ch10.HEADS_THAT_CAN_GO):
+        assert ch10.check_heads_that_can_go(lambda found=found: found) is True
+        verdict(capsys, True, "✓ heads_that_can_go")
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "hint"),
+    [(0, "is too low", "cheapest first"), (12, "is too high", "ablate applied to its own result")],
+)
+def test_heads_that_can_go_explains_a_wrong_answer(capsys, answer, message, hint):
+    assert ch10.check_heads_that_can_go(lambda: answer) is False
+    verdict(capsys, False, "✗ heads_that_can_go", message, hint, "6 to 8 heads")
+
+
+def test_heads_that_can_go_not_attempted(capsys):
+    assert ch10.check_heads_that_can_go(stub) is False
+    verdict(capsys, False, "not attempted yet")
